@@ -1,0 +1,372 @@
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/ckpt/ckpt/internal/vfs"
+)
+
+// DirMode and FileMode are the permissions of everything a local repository
+// creates: checkpoints hold a program's secrets.
+const (
+	DirMode  fs.FileMode = 0o700
+	FileMode fs.FileMode = 0o600
+)
+
+// Local stores blobs as files under a directory:
+//
+//	config
+//	chunks/ab/abcdef…   (256 fan-out directories, made by Create)
+//	manifests/<id>
+//	levels/<id>.<level>
+//	tmp/                (blobs being written; renamed into place at Sync)
+//	locks/              (advisory lock files)
+//
+// A Save writes a file in tmp/; Sync fsyncs those files, renames them into
+// place and fsyncs every directory that changed, so a blob is visible only
+// once its bytes are durable.
+type Local struct {
+	fs   vfs.FS
+	root string
+
+	mu      sync.Mutex
+	pending []pendingFile
+	dirty   map[string]bool // directories whose entries changed since the last Sync
+
+	locks locker
+}
+
+type pendingFile struct {
+	f     vfs.File
+	tmp   string
+	final string
+}
+
+// layout is the directory skeleton of a local backend.
+func layout() []string {
+	dirs := []string{"manifests", "levels", "tmp", "locks", "chunks"}
+	for i := 0; i < 256; i++ {
+		dirs = append(dirs, filepath.Join("chunks", fmt.Sprintf("%02x", i)))
+	}
+	return dirs
+}
+
+// CreateLocal makes the directory skeleton under root (which may exist, but
+// must not hold a config blob: the repository package checks that) and
+// returns the backend.
+func CreateLocal(fsys vfs.FS, root string) (*Local, error) {
+	if err := fsys.MkdirAll(root, DirMode); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", root, err)
+	}
+	for _, d := range layout() {
+		if err := fsys.MkdirAll(filepath.Join(root, d), DirMode); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", filepath.Join(root, d), err)
+		}
+	}
+	// Make the skeleton durable, leaves first.
+	for _, d := range layout() {
+		if err := fsys.SyncDir(filepath.Join(root, d)); err != nil {
+			return nil, err
+		}
+	}
+	if err := fsys.SyncDir(root); err != nil {
+		return nil, err
+	}
+	if err := fsys.SyncDir(filepath.Dir(root)); err != nil {
+		return nil, err
+	}
+	return OpenLocal(fsys, root)
+}
+
+// OpenLocal opens an existing local backend. A missing directory gives an
+// error wrapping ErrNotExist.
+func OpenLocal(fsys vfs.FS, root string) (*Local, error) {
+	st, err := fsys.Stat(root)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", root, ErrNotExist)
+		}
+		return nil, err
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", root)
+	}
+	l := &Local{fs: fsys, root: root, dirty: map[string]bool{}}
+	if fsys == vfs.OS {
+		l.locks = flockLocker{dir: filepath.Join(root, "locks")}
+	} else {
+		l.locks = newMemLocker()
+	}
+	return l, nil
+}
+
+func (l *Local) Location() string { return "local:" + l.root }
+
+// Root is the directory of the backend.
+func (l *Local) Root() string { return l.root }
+
+func (l *Local) path(h Handle) (string, error) {
+	if err := checkName(h); err != nil {
+		return "", err
+	}
+	switch h.Kind {
+	case Config:
+		return filepath.Join(l.root, "config"), nil
+	case Chunk:
+		return filepath.Join(l.root, "chunks", h.Name[:2], h.Name), nil
+	case Manifest, Level:
+		return filepath.Join(l.root, string(h.Kind), h.Name), nil
+	}
+	return "", fmt.Errorf("unknown blob kind %q", h.Kind)
+}
+
+// checkName rejects names that could escape the directory.
+func checkName(h Handle) error {
+	if h.Kind == Config {
+		if h.Name != "" {
+			return fmt.Errorf("config blob takes no name, got %q", h.Name)
+		}
+		return nil
+	}
+	if h.Name == "" || strings.ContainsAny(h.Name, "/\\\x00") || h.Name[0] == '.' {
+		return fmt.Errorf("invalid blob name %q", h.Name)
+	}
+	if h.Kind == Chunk && len(h.Name) < 3 {
+		return fmt.Errorf("invalid chunk name %q", h.Name)
+	}
+	return nil
+}
+
+func (l *Local) Save(ctx context.Context, h Handle, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	final, err := l.path(h)
+	if err != nil {
+		return err
+	}
+	var rnd [12]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return err
+	}
+	tmp := filepath.Join(l.root, "tmp", hex.EncodeToString(rnd[:]))
+	f, err := l.fs.Create(tmp, FileMode)
+	if err != nil {
+		return fmt.Errorf("saving %s: %w", h, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		l.fs.Remove(tmp)
+		return fmt.Errorf("saving %s: %w", h, err)
+	}
+	startWriteback(f)
+	l.mu.Lock()
+	l.pending = append(l.pending, pendingFile{f: f, tmp: tmp, final: final})
+	l.mu.Unlock()
+	return nil
+}
+
+// syncParallelism bounds concurrent fsyncs: enough to let the filesystem
+// batch journal commits, few enough not to thrash.
+const syncParallelism = 8
+
+func (l *Local) Sync(ctx context.Context) error {
+	l.mu.Lock()
+	pending := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+
+	// 1. File contents durable.
+	errs := make([]error, len(pending))
+	sem := make(chan struct{}, syncParallelism)
+	var wg sync.WaitGroup
+	for i, p := range pending {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := p.f.Sync()
+			if cerr := p.f.Close(); err == nil {
+				err = cerr
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, p := range pending {
+			l.fs.Remove(p.tmp)
+		}
+		return fmt.Errorf("syncing %s: %w", l.Location(), err)
+	}
+	// 2. Into place.
+	for i, p := range pending {
+		if err := l.fs.Rename(p.tmp, p.final); err != nil {
+			for _, q := range pending[i:] {
+				l.fs.Remove(q.tmp)
+			}
+			return fmt.Errorf("syncing %s: %w", l.Location(), err)
+		}
+		l.markDirty(filepath.Dir(p.final))
+	}
+	// 3. Directory entries durable.
+	l.mu.Lock()
+	dirty := l.dirty
+	l.dirty = map[string]bool{}
+	l.mu.Unlock()
+	for d := range dirty {
+		if err := l.fs.SyncDir(d); err != nil {
+			return fmt.Errorf("syncing %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+func (l *Local) markDirty(dir string) {
+	l.mu.Lock()
+	l.dirty[dir] = true
+	l.mu.Unlock()
+}
+
+func (l *Local) Load(ctx context.Context, h Handle) ([]byte, error) {
+	p, err := l.path(h)
+	if err != nil {
+		return nil, err
+	}
+	b, err := l.fs.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, NotExist(l.Location(), h)
+		}
+		return nil, fmt.Errorf("loading %s: %w", h, err)
+	}
+	return b, nil
+}
+
+func (l *Local) Stat(ctx context.Context, h Handle) (Info, error) {
+	p, err := l.path(h)
+	if err != nil {
+		return Info{}, err
+	}
+	st, err := l.fs.Stat(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Info{}, NotExist(l.Location(), h)
+		}
+		return Info{}, err
+	}
+	return Info{Handle: h, Size: st.Size(), ModTime: st.ModTime()}, nil
+}
+
+func (l *Local) Remove(ctx context.Context, h Handle) error {
+	p, err := l.path(h)
+	if err != nil {
+		return err
+	}
+	if err := l.fs.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", h, err)
+	}
+	l.markDirty(filepath.Dir(p))
+	return nil
+}
+
+func (l *Local) List(ctx context.Context, k Kind, fn func(Info) error) error {
+	var dirs []string
+	switch k {
+	case Config:
+		in, err := l.Stat(ctx, Handle{Kind: Config})
+		if errors.Is(err, ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		return fn(in)
+	case Chunk:
+		for i := 0; i < 256; i++ {
+			dirs = append(dirs, filepath.Join(l.root, "chunks", fmt.Sprintf("%02x", i)))
+		}
+	case Manifest, Level:
+		dirs = []string{filepath.Join(l.root, string(k))}
+	default:
+		return fmt.Errorf("unknown blob kind %q", k)
+	}
+	for _, d := range dirs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ents, err := l.fs.ReadDir(d)
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", d, err)
+		}
+		for _, e := range ents {
+			if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			in := Info{Handle: Handle{Kind: k, Name: e.Name()}}
+			if fi, err := e.Info(); err == nil {
+				in.Size, in.ModTime = fi.Size(), fi.ModTime()
+			}
+			if err := fn(in); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// CleanTmp removes leftovers of writers that died before their Sync. Only
+// call it while holding the exclusive repository lock.
+func (l *Local) CleanTmp(ctx context.Context) (int, error) {
+	dir := filepath.Join(l.root, "tmp")
+	ents, err := l.fs.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		if err := l.fs.Remove(filepath.Join(dir, e.Name())); err == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (l *Local) Lock(ctx context.Context, name string, exclusive bool) (Unlocker, error) {
+	if name == "" || strings.ContainsAny(name, "/\\\x00") || name[0] == '.' {
+		return nil, fmt.Errorf("invalid lock name %q", name)
+	}
+	return l.locks.lock(ctx, name, exclusive)
+}
+
+func (l *Local) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pending {
+		p.f.Close()
+		l.fs.Remove(p.tmp)
+	}
+	l.pending = nil
+	return nil
+}
+
+type locker interface {
+	lock(ctx context.Context, name string, exclusive bool) (Unlocker, error)
+}
+
+// memLocker serves locks within one process (for non-OS filesystems).
+type memLocker struct{ m *Mem }
+
+func newMemLocker() memLocker { return memLocker{NewMem()} }
+
+func (l memLocker) lock(ctx context.Context, name string, excl bool) (Unlocker, error) {
+	return l.m.Lock(ctx, name, excl)
+}

@@ -1,0 +1,233 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"sync"
+)
+
+// ObjectReader reads one object of a checkpoint. Every chunk is checked
+// against its address as it is read; damage gives a *CorruptError naming the
+// checkpoint, object and chunk.
+type ObjectReader struct {
+	r    *Repository
+	m    *Manifest
+	name string
+	exts []Extent
+	size uint64
+
+	mu    sync.Mutex
+	cache []cachedChunk // most recently used last
+}
+
+type cachedChunk struct {
+	idx   uint32
+	plain []byte
+}
+
+// readerCacheChunks bounds the decoded chunks a reader keeps: enough for
+// incremental images whose extents alternate between a few chunks.
+const readerCacheChunks = 8
+
+// OpenObject opens the named object of m.
+func (r *Repository) OpenObject(m *Manifest, name string) (*ObjectReader, error) {
+	o := m.Object(name)
+	if o == nil {
+		return nil, fmt.Errorf("checkpoint %s (%s) has no object %q: %w", short(m.ID()), m.Ref(), name, ErrNotFound)
+	}
+	return &ObjectReader{r: r, m: m, name: name, exts: o.Extents, size: o.Size}, nil
+}
+
+// Size is the object's logical size (end of its last extent for sparse ones).
+func (or *ObjectReader) Size() uint64 { return or.size }
+
+// Range is a stretch of an object that holds data.
+type Range struct{ Off, Len uint64 }
+
+// Ranges lists the object's data ranges, ascending, adjacent extents merged.
+func (or *ObjectReader) Ranges() []Range {
+	var out []Range
+	for _, e := range or.exts {
+		if k := len(out) - 1; k >= 0 && out[k].Off+out[k].Len == e.Off {
+			out[k].Len += e.Len
+			continue
+		}
+		out = append(out, Range{e.Off, e.Len})
+	}
+	return out
+}
+
+// ReadAt fills p from offset off. Holes read as zeros; reading past Size
+// returns io.EOF with the bytes before it.
+func (or *ObjectReader) ReadAt(ctx context.Context, p []byte, off uint64) (int, error) {
+	want := len(p)
+	var eof error
+	if off >= or.size {
+		return 0, io.EOF
+	}
+	if uint64(want) > or.size-off {
+		want = int(or.size - off)
+		eof = io.EOF
+	}
+	p = p[:want]
+	clear(p)
+	end := off + uint64(want)
+	i := sort.Search(len(or.exts), func(k int) bool { return or.exts[k].Off+or.exts[k].Len > off })
+	for ; i < len(or.exts) && or.exts[i].Off < end; i++ {
+		e := or.exts[i]
+		plain, err := or.chunk(ctx, e.Chunk)
+		if err != nil {
+			return 0, err
+		}
+		lo, hi := max(e.Off, off), min(e.Off+e.Len, end)
+		copy(p[lo-off:hi-off], plain[uint64(e.ChunkOff)+(lo-e.Off):])
+	}
+	return want, eof
+}
+
+func (or *ObjectReader) chunk(ctx context.Context, idx uint32) ([]byte, error) {
+	or.mu.Lock()
+	for i, c := range or.cache {
+		if c.idx == idx {
+			or.cache = append(append(or.cache[:i:i], or.cache[i+1:]...), c)
+			or.mu.Unlock()
+			return c.plain, nil
+		}
+	}
+	or.mu.Unlock()
+	ref := or.m.Chunks[idx]
+	id, err := ParseID(ref.ID)
+	if err != nil {
+		return nil, &CorruptError{Checkpoint: or.m.ID(), Name: or.m.Ref(), Object: or.name, Reason: err.Error()}
+	}
+	plain, err := or.r.loadChunk(ctx, id)
+	if err == nil && len(plain) != int(ref.Len) {
+		err = fmt.Errorf("chunk holds %d bytes, manifest says %d", len(plain), ref.Len)
+	}
+	if err != nil {
+		return nil, chunkError(or.m, or.name, id, err)
+	}
+	or.mu.Lock()
+	if len(or.cache) >= readerCacheChunks {
+		or.cache = or.cache[1:]
+	}
+	or.cache = append(or.cache, cachedChunk{idx, plain})
+	or.mu.Unlock()
+	return plain, nil
+}
+
+// ReadAll reads a whole (dense) object into memory. Use it for small
+// objects; stream large ones with ReadAt.
+func (or *ObjectReader) ReadAll(ctx context.Context) ([]byte, error) {
+	b := make([]byte, or.size)
+	if _, err := or.ReadAt(ctx, b, 0); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Verify re-hashes every chunk of m. It returns nil, or an error joining one
+// *CorruptError per damaged chunk with the objects that use it. progress, if
+// not nil, is called with the plain bytes of each chunk checked.
+func (r *Repository) Verify(ctx context.Context, m *Manifest, progress func(int64)) error {
+	users := map[uint32][]string{}
+	for _, o := range m.Objects {
+		for _, e := range o.Extents {
+			if u := users[e.Chunk]; len(u) == 0 || u[len(u)-1] != o.Name {
+				users[e.Chunk] = append(u, o.Name)
+			}
+		}
+		if o.Blocks != nil {
+			for _, e := range o.Blocks.Extents {
+				if u := users[e.Chunk]; len(u) == 0 || u[len(u)-1] != o.Name+" (block table)" {
+					users[e.Chunk] = append(u, o.Name+" (block table)")
+				}
+			}
+		}
+	}
+	type result struct {
+		idx uint32
+		err error
+	}
+	jobs := make(chan uint32)
+	results := make(chan result)
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0)+1; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for idx := range jobs {
+				ref := m.Chunks[idx]
+				id, err := ParseID(ref.ID)
+				var plain []byte
+				if err == nil {
+					plain, err = r.loadChunk(ctx, id)
+				}
+				if err == nil && len(plain) != int(ref.Len) {
+					err = fmt.Errorf("chunk holds %d bytes, manifest says %d", len(plain), ref.Len)
+				}
+				if err == nil && progress != nil {
+					progress(int64(len(plain)))
+				}
+				results <- result{idx, err}
+			}
+		}()
+	}
+	go func() {
+		defer close(jobs)
+		for i := range m.Chunks {
+			select {
+			case jobs <- uint32(i):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+	var errs []error
+	for res := range results {
+		if res.err == nil {
+			continue
+		}
+		id, _ := ParseID(m.Chunks[res.idx].ID)
+		obj := ""
+		if u := users[res.idx]; len(u) > 0 {
+			obj = u[0]
+			if len(u) > 1 {
+				obj = fmt.Sprintf("%s (and %d more)", u[0], len(u)-1)
+			}
+		}
+		errs = append(errs, chunkError(m, obj, id, res.err))
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return joinErrs(errs)
+}
+
+// joinErrs joins errors so that errors.As finds the first *CorruptError.
+func joinErrs(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return &multiError{errs}
+}
+
+type multiError struct{ errs []error }
+
+func (e *multiError) Error() string {
+	s := e.errs[0].Error()
+	for _, x := range e.errs[1:] {
+		s += "\n" + x.Error()
+	}
+	return s
+}
+
+func (e *multiError) Unwrap() []error { return e.errs }

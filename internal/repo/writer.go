@@ -1,0 +1,572 @@
+package repo
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/zeebo/xxh3"
+)
+
+// BlockSize is the granularity of change detection: one page.
+const BlockSize = 4096
+
+// blockRecordLen is the size of one block-table record: offset and xxh3.
+const blockRecordLen = 16
+
+// WriterOptions describe a checkpoint being written.
+type WriterOptions struct {
+	Name string
+	Kind string
+	// Parent, when set, makes the checkpoint incremental: blocks whose
+	// hash equals the parent's at the same offset are not stored again.
+	Parent *Manifest
+	Codec  Codec // CodecAuto (the zero value): s2 where it pays
+	Meta   map[string]string
+	// Workers bounds concurrent chunk sealing; 0 means GOMAXPROCS.
+	Workers int
+}
+
+// WriteStats counts what a writer did.
+type WriteStats struct {
+	Bytes       int64 // object bytes written by the caller
+	ReusedBytes int64 // bytes unchanged since the parent, not stored again
+	NewChunks   int   // chunks stored
+	NewBytes    int64 // plain bytes of the chunks stored
+	StoredBytes int64 // their size on the backend (after compression)
+	DedupChunks int   // chunks that were already stored
+}
+
+// Writer writes one checkpoint. Objects are written one at a time or
+// concurrently (each ObjectWriter by one goroutine); Commit makes the
+// checkpoint exist, atomically.
+type Writer struct {
+	r      *Repository
+	opts   WriterOptions
+	ctx    context.Context
+	cancel context.CancelFunc
+	unlock backend.Unlocker
+
+	mu      sync.Mutex
+	table   []ChunkRef // slots; filled by workers
+	objects []*ObjectWriter
+	reused  map[uint32]bool // table slots taken from the parent
+	done    bool
+
+	jobs chan chunkJob
+	wg   sync.WaitGroup
+	bufs chan []byte
+	err  atomic.Pointer[error]
+
+	bytes, reusedBytes, newBytes, storedBytes atomic.Int64
+	newChunks, dedupChunks                    atomic.Int64
+}
+
+type chunkJob struct {
+	slot uint32
+	data []byte
+}
+
+// NewWriter starts a checkpoint. It holds the repository lock shared until
+// Commit or Abort, so GC cannot remove chunks it is about to reference.
+func (r *Repository) NewWriter(ctx context.Context, opts WriterOptions) (*Writer, error) {
+	if err := ValidName(opts.Name); err != nil {
+		return nil, err
+	}
+	if opts.Kind == "" {
+		return nil, errors.New("writer: kind is required")
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	unlock, err := r.be.Lock(ctx, repoLock, false)
+	if err != nil {
+		return nil, fmt.Errorf("waiting for gc to finish: %w", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w := &Writer{
+		r: r, opts: opts, ctx: wctx, cancel: cancel, unlock: unlock,
+		reused: map[uint32]bool{},
+		jobs:   make(chan chunkJob, opts.Workers),
+		bufs:   make(chan []byte, 2*opts.Workers+2),
+	}
+	for i := 0; i < opts.Workers; i++ {
+		w.wg.Add(1)
+		go w.worker()
+	}
+	return w, nil
+}
+
+func (w *Writer) fail(err error) {
+	w.err.CompareAndSwap(nil, &err)
+	w.cancel()
+}
+
+func (w *Writer) firstErr() error {
+	if p := w.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// getBuf returns a chunk buffer. Buffers are recycled, not bounded: memory
+// is bounded by the jobs channel (backpressure on submit) plus one buffer per
+// open ObjectWriter.
+func (w *Writer) getBuf() ([]byte, error) {
+	if err := w.firstErr(); err != nil {
+		return nil, err
+	}
+	select {
+	case b := <-w.bufs:
+		return b[:0], nil
+	default:
+		return make([]byte, 0, w.r.cfg.ChunkSize), nil
+	}
+}
+
+func (w *Writer) putBuf(b []byte) {
+	select {
+	case w.bufs <- b:
+	default:
+	}
+}
+
+func (w *Writer) worker() {
+	defer w.wg.Done()
+	for j := range w.jobs {
+		if w.ctx.Err() == nil {
+			if err := w.store(j); err != nil {
+				w.fail(err)
+			}
+		}
+		w.putBuf(j.data)
+	}
+}
+
+// store hashes, seals and saves one chunk unless it is already stored.
+func (w *Writer) store(j chunkJob) error {
+	id := w.r.hashID(j.data)
+	w.mu.Lock()
+	w.table[j.slot] = ChunkRef{ID: id.String(), Len: uint32(len(j.data))}
+	w.mu.Unlock()
+	w.newBytes.Add(int64(len(j.data)))
+	if w.r.hasChunk(w.ctx, id) {
+		w.dedupChunks.Add(1)
+		return nil
+	}
+	blob, _ := w.r.encodeChunk(id, j.data, w.opts.Codec)
+	if err := w.r.be.Save(w.ctx, backend.Handle{Kind: backend.Chunk, Name: id.String()}, blob); err != nil {
+		return fmt.Errorf("storing chunk %s: %w", short(id.String()), err)
+	}
+	w.r.known.Store(id, struct{}{})
+	w.newChunks.Add(1)
+	w.storedBytes.Add(int64(len(blob)))
+	return nil
+}
+
+// hasChunk reports whether the chunk is stored (or being stored by this
+// process, which will have synced it before any manifest refers to it).
+func (r *Repository) hasChunk(ctx context.Context, id ID) bool {
+	if _, ok := r.known.Load(id); ok {
+		return true
+	}
+	if _, err := r.be.Stat(ctx, backend.Handle{Kind: backend.Chunk, Name: id.String()}); err == nil {
+		r.known.Store(id, struct{}{})
+		return true
+	}
+	return false
+}
+
+// submit hands a full buffer to the workers and returns its table slot.
+func (w *Writer) submit(data []byte) (uint32, error) {
+	w.mu.Lock()
+	slot := uint32(len(w.table))
+	w.table = append(w.table, ChunkRef{})
+	w.mu.Unlock()
+	select {
+	case w.jobs <- chunkJob{slot: slot, data: data}:
+		return slot, nil
+	case <-w.ctx.Done():
+		w.putBuf(data)
+		if err := w.firstErr(); err != nil {
+			return 0, err
+		}
+		return 0, w.ctx.Err()
+	}
+}
+
+// parentSlot returns the table slot of a parent chunk, adding it if needed.
+func (w *Writer) parentSlot(ref ChunkRef, cache map[uint32]uint32, pidx uint32) uint32 {
+	if s, ok := cache[pidx]; ok {
+		return s
+	}
+	w.mu.Lock()
+	s := uint32(len(w.table))
+	w.table = append(w.table, ref)
+	w.reused[s] = true
+	w.mu.Unlock()
+	cache[pidx] = s
+	return s
+}
+
+// ObjectWriter writes one object. Writes must come in ascending,
+// non-overlapping offset order; gaps are holes.
+type ObjectWriter struct {
+	w      *Writer
+	obj    Object
+	end    uint64 // offset after the last write
+	buf    []byte // chunk being filled
+	bufExt []int  // indexes in obj.Extents waiting for buf's slot
+	closed bool
+
+	parent     *Object
+	parentTab  []blockRec // parent's block table
+	pcursor    int
+	pslotCache map[uint32]uint32
+	blocks     []byte // this object's block table records
+	hashBlocks bool
+}
+
+type blockRec struct{ off, hash uint64 }
+
+// Create starts an object. Objects of one checkpoint have unique names.
+func (w *Writer) Create(name, typ string, attr map[string]string) (*ObjectWriter, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return nil, errors.New("writer already committed")
+	}
+	for _, o := range w.objects {
+		if o.obj.Name == name {
+			return nil, fmt.Errorf("object %q written twice", name)
+		}
+	}
+	ow := &ObjectWriter{w: w, obj: Object{Name: name, Type: typ, Attr: attr}, pslotCache: map[uint32]uint32{}, hashBlocks: true}
+	if p := w.opts.Parent; p != nil {
+		if po := p.Object(name); po != nil && po.Blocks != nil && po.Blocks.BlockSize == BlockSize {
+			tab, err := w.r.readBlockTable(w.ctx, p, po)
+			if err != nil {
+				return nil, err
+			}
+			ow.parent, ow.parentTab = po, tab
+		}
+	}
+	w.objects = append(w.objects, ow)
+	return ow, nil
+}
+
+// Write appends p at the current end of the object.
+func (ow *ObjectWriter) Write(p []byte) (int, error) {
+	if err := ow.WriteAt(p, ow.end); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteAt writes p at object offset off, which must not be below the end of
+// the previous write. Incremental detection works on BlockSize blocks at
+// offsets that are multiples of BlockSize.
+func (ow *ObjectWriter) WriteAt(p []byte, off uint64) error {
+	if ow.closed {
+		return fmt.Errorf("object %q: write after close", ow.obj.Name)
+	}
+	if off < ow.end {
+		return fmt.Errorf("object %q: write at %#x is below the previous end %#x", ow.obj.Name, off, ow.end)
+	}
+	if err := ow.w.firstErr(); err != nil {
+		return err
+	}
+	ow.w.bytes.Add(int64(len(p)))
+	for len(p) > 0 {
+		n := BlockSize - int(off%BlockSize)
+		if n > len(p) {
+			n = len(p)
+		}
+		blk := p[:n]
+		var h uint64
+		aligned := off%BlockSize == 0
+		if aligned && ow.hashBlocks {
+			h = xxh3.Hash(blk)
+			ow.blocks = binary.LittleEndian.AppendUint64(ow.blocks, off)
+			ow.blocks = binary.LittleEndian.AppendUint64(ow.blocks, h)
+		}
+		if aligned && ow.parent != nil {
+			if ext, ok := ow.parentBlock(off, h, uint64(n)); ok {
+				ow.addExtent(ext)
+				ow.w.reusedBytes.Add(int64(n))
+				p, off = p[n:], off+uint64(n)
+				continue
+			}
+		}
+		if err := ow.appendNew(blk, off); err != nil {
+			return err
+		}
+		p, off = p[n:], off+uint64(n)
+	}
+	ow.end = off
+	return nil
+}
+
+// parentBlock finds the parent's extent for an unchanged block.
+func (ow *ObjectWriter) parentBlock(off, h, n uint64) (Extent, bool) {
+	t := ow.parentTab
+	i := ow.pcursor
+	if i >= len(t) || t[i].off > off {
+		i = sort.Search(len(t), func(k int) bool { return t[k].off >= off })
+	}
+	for i < len(t) && t[i].off < off {
+		i++
+	}
+	ow.pcursor = i
+	if i >= len(t) || t[i].off != off || t[i].hash != h {
+		return Extent{}, false
+	}
+	exts := ow.parent.Extents
+	j := sort.Search(len(exts), func(k int) bool { return exts[k].Off+exts[k].Len > off })
+	if j >= len(exts) || exts[j].Off > off || exts[j].Off+exts[j].Len < off+n {
+		return Extent{}, false
+	}
+	e := exts[j]
+	pchunk := ow.w.opts.Parent.Chunks[e.Chunk]
+	slot := ow.w.parentSlot(pchunk, ow.pslotCache, e.Chunk)
+	return Extent{Off: off, Len: n, Chunk: slot, ChunkOff: e.ChunkOff + uint32(off-e.Off)}, true
+}
+
+// addExtent appends e, merging it into the previous extent when contiguous.
+func (ow *ObjectWriter) addExtent(e Extent) {
+	ex := ow.obj.Extents
+	if k := len(ex) - 1; k >= 0 && ex[k].Chunk == e.Chunk && ex[k].Off+ex[k].Len == e.Off &&
+		uint64(ex[k].ChunkOff)+ex[k].Len == uint64(e.ChunkOff) && !ow.pendingExt(k) {
+		ex[k].Len += e.Len
+		return
+	}
+	ow.obj.Extents = append(ex, e)
+}
+
+func (ow *ObjectWriter) pendingExt(k int) bool {
+	return len(ow.bufExt) > 0 && ow.bufExt[len(ow.bufExt)-1] == k
+}
+
+// appendNew adds new bytes to the chunk being filled.
+func (ow *ObjectWriter) appendNew(b []byte, off uint64) error {
+	if ow.buf == nil {
+		buf, err := ow.w.getBuf()
+		if err != nil {
+			return err
+		}
+		ow.buf = buf
+	}
+	coff := uint32(len(ow.buf))
+	ow.buf = append(ow.buf, b...)
+	ex := ow.obj.Extents
+	if k := len(ex) - 1; k >= 0 && ow.pendingExt(k) && ex[k].Off+ex[k].Len == off {
+		ex[k].Len += uint64(len(b))
+	} else {
+		ow.obj.Extents = append(ex, Extent{Off: off, Len: uint64(len(b)), ChunkOff: coff})
+		ow.bufExt = append(ow.bufExt, len(ow.obj.Extents)-1)
+	}
+	if len(ow.buf) >= ow.w.r.cfg.ChunkSize {
+		return ow.flush()
+	}
+	return nil
+}
+
+// flush submits the chunk being filled.
+func (ow *ObjectWriter) flush() error {
+	if len(ow.buf) == 0 {
+		return nil
+	}
+	slot, err := ow.w.submit(ow.buf)
+	ow.buf = nil
+	if err != nil {
+		return err
+	}
+	for _, k := range ow.bufExt {
+		ow.obj.Extents[k].Chunk = slot
+	}
+	ow.bufExt = ow.bufExt[:0]
+	return nil
+}
+
+// Close finishes the object: its last chunk and its block table.
+func (ow *ObjectWriter) Close() error {
+	if ow.closed {
+		return nil
+	}
+	ow.closed = true
+	if err := ow.flush(); err != nil {
+		return err
+	}
+	ow.obj.Size = ow.end
+	if ow.hashBlocks && len(ow.blocks) > 0 {
+		tab := &ObjectWriter{w: ow.w, pslotCache: map[uint32]uint32{}}
+		if _, err := tab.Write(ow.blocks); err != nil {
+			return err
+		}
+		if err := tab.flush(); err != nil {
+			return err
+		}
+		ow.obj.Blocks = &BlockTable{BlockSize: BlockSize, Count: uint64(len(ow.blocks) / blockRecordLen), Extents: tab.obj.Extents}
+	}
+	ow.blocks = nil
+	ow.parentTab = nil
+	return nil
+}
+
+// Stats reports progress so far.
+func (w *Writer) Stats() WriteStats {
+	return WriteStats{
+		Bytes: w.bytes.Load(), ReusedBytes: w.reusedBytes.Load(),
+		NewChunks: int(w.newChunks.Load()), NewBytes: w.newBytes.Load(),
+		StoredBytes: w.storedBytes.Load(), DedupChunks: int(w.dedupChunks.Load()),
+	}
+}
+
+// Abort abandons the checkpoint. Chunks already stored stay until GC.
+func (w *Writer) Abort() {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return
+	}
+	w.done = true
+	w.mu.Unlock()
+	w.fail(errors.New("aborted"))
+	close(w.jobs)
+	w.wg.Wait()
+	w.unlock.Unlock()
+}
+
+// Commit stores the manifest after every chunk is durable. The checkpoint
+// exists once Commit returns nil; a crash before leaves the repository as it
+// was (plus unreferenced chunks that GC removes).
+func (w *Writer) Commit(ctx context.Context) (*Manifest, error) {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return nil, errors.New("writer already committed or aborted")
+	}
+	objs := w.objects
+	w.mu.Unlock()
+	for _, ow := range objs {
+		if err := ow.Close(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+	close(w.jobs)
+	w.wg.Wait()
+	defer w.unlock.Unlock()
+	defer w.cancel()
+	if err := w.firstErr(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m := &Manifest{Name: w.opts.Name, Kind: w.opts.Kind, Meta: w.opts.Meta}
+	if w.opts.Parent != nil {
+		m.Parent = w.opts.Parent.ID()
+	}
+	m.Host, _ = os.Hostname()
+	// Deduplicate the chunk table and check reused chunks still exist.
+	remap := make([]uint32, len(w.table))
+	first := map[string]uint32{}
+	for i, c := range w.table {
+		if c.ID == "" {
+			return nil, fmt.Errorf("internal error: chunk slot %d never stored", i)
+		}
+		if j, ok := first[c.ID]; ok {
+			remap[i] = j
+			continue
+		}
+		if w.reused[uint32(i)] {
+			id, _ := ParseID(c.ID)
+			if !w.r.hasChunk(ctx, id) {
+				return nil, &CorruptError{Checkpoint: w.opts.Parent.ID(), Name: w.opts.Parent.Ref(), Chunk: c.ID, Reason: "chunk of the parent checkpoint is missing"}
+			}
+		}
+		first[c.ID] = uint32(len(m.Chunks))
+		remap[i] = uint32(len(m.Chunks))
+		m.Chunks = append(m.Chunks, c)
+	}
+	for _, ow := range objs {
+		o := ow.obj
+		for i := range o.Extents {
+			o.Extents[i].Chunk = remap[o.Extents[i].Chunk]
+		}
+		if o.Blocks != nil {
+			for i := range o.Blocks.Extents {
+				o.Blocks.Extents[i].Chunk = remap[o.Blocks.Extents[i].Chunk]
+			}
+		}
+		m.Objects = append(m.Objects, o)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("internal error: built an invalid manifest: %w", err)
+	}
+	if err := w.r.be.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("making chunks durable: %w", err)
+	}
+	return m, w.r.commitManifest(ctx, m)
+}
+
+// commitManifest assigns the sequence number and stores the manifest.
+func (r *Repository) commitManifest(ctx context.Context, m *Manifest) error {
+	unlock, err := r.be.Lock(ctx, nameLock(m.Name), true)
+	if err != nil {
+		return fmt.Errorf("waiting for another checkpoint of %q: %w", m.Name, err)
+	}
+	defer unlock.Unlock()
+	latest, err := r.Latest(ctx, m.Name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	m.Seq = 1
+	m.Time = now()
+	if latest != nil {
+		m.Seq = latest.Seq + 1
+		if !m.Time.After(latest.Time) {
+			m.Time = latest.Time.Add(1) // keep time order equal to sequence order
+		}
+	}
+	id, blob, err := r.encodeManifest(m)
+	if err != nil {
+		return err
+	}
+	if err := r.be.Save(ctx, backend.Handle{Kind: backend.Manifest, Name: id.String()}, blob); err != nil {
+		return err
+	}
+	if err := r.be.Sync(ctx); err != nil {
+		return fmt.Errorf("committing manifest: %w", err)
+	}
+	m.id = id.String()
+	r.mu.Lock()
+	r.manifests[m.id] = m
+	r.mu.Unlock()
+	return nil
+}
+
+// readBlockTable loads an object's block hashes.
+func (r *Repository) readBlockTable(ctx context.Context, m *Manifest, o *Object) ([]blockRec, error) {
+	rd := &ObjectReader{r: r, m: m, name: o.Name + " (block table)", exts: o.Blocks.Extents, size: o.Blocks.Count * blockRecordLen}
+	buf := make([]byte, rd.size)
+	if _, err := rd.ReadAt(ctx, buf, 0); err != nil {
+		return nil, err
+	}
+	tab := make([]blockRec, o.Blocks.Count)
+	for i := range tab {
+		tab[i] = blockRec{binary.LittleEndian.Uint64(buf[i*16:]), binary.LittleEndian.Uint64(buf[i*16+8:])}
+	}
+	return tab, nil
+}
