@@ -1,0 +1,18 @@
+// Command ckpt checkpoints and restores computations: unmodified Linux
+// processes, Go programs that use the ckpt library, and groups of them.
+// See README.md and docs/CLI.md.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

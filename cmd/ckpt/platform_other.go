@@ -1,0 +1,16 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+
+	"github.com/ckpt/ckpt/internal/repo"
+	"github.com/spf13/cobra"
+)
+
+func addPlatformCommands(root *cobra.Command, g *globalOptions) {}
+
+func inspectKind(ctx context.Context, g *globalOptions, r *repo.Repository, m *repo.Manifest) error {
+	return nil
+}
