@@ -1,0 +1,215 @@
+// Package dump checkpoints a running Linux x86-64 process tree: it freezes
+// every thread with ptrace, reads what /proc shows, injects system calls into
+// the stopped threads for what it does not (signal dispositions, alternate
+// stacks, tid addresses, interval timers, brk), and hands memory pages to an
+// image.PageWriter. The tree stays frozen after Dump returns so the caller
+// can commit the image first and then Resume or Kill it.
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/ptrace"
+	"golang.org/x/sys/unix"
+)
+
+// Options control a dump.
+type Options struct {
+	// LeaveRunning says what Finish does: resume the tree (true) or kill it
+	// (false, the default: the image replaces the process).
+	LeaveRunning bool
+	// MaxDeletedFile bounds the contents saved for an unlinked open file
+	// (default 64 MiB); a larger one is refused.
+	MaxDeletedFile int64
+}
+
+// ErrNotFound is wrapped when the PID does not exist.
+var ErrNotFound = errors.New("no such process")
+
+// ErrUnsupported is wrapped by refusals: a resource the restorer cannot
+// rebuild faithfully (a socket, shared memory, ...). The message names the
+// process, the fd or mapping, and its kind.
+var ErrUnsupported = errors.New("not supported")
+
+// Handle is a dumped tree that is still frozen (every thread in a ptrace
+// stop). Exactly one of Resume or Kill (or Finish) must be called.
+type Handle struct {
+	Tree *image.Tree
+	opts Options
+
+	mu    sync.Mutex
+	tr    *ptrace.Tracer
+	procs []*proc
+	done  bool
+}
+
+type thread struct {
+	tid     int
+	regs    unix.PtraceRegs // registers at freeze, put back on resume
+	mask    uint64          // signal mask at freeze
+	stashed []int           // signals taken out of the way while freezing
+}
+
+type proc struct {
+	pid     int
+	zombie  bool
+	threads []*thread
+}
+
+var (
+	regMu    sync.Mutex
+	registry = map[*image.Tree]*Handle{}
+)
+
+// Dump freezes the tree rooted at pid, saves it and returns its image. The
+// tree is left frozen: call Resume(tree), Kill(tree) or Finish(tree) once the
+// image is committed. On error nothing is left stopped or traced.
+func Dump(ctx context.Context, pid int, opts Options, pw image.PageWriter) (*image.Tree, error) {
+	h, err := Checkpoint(ctx, pid, opts, pw)
+	if err != nil {
+		return nil, err
+	}
+	regMu.Lock()
+	registry[h.Tree] = h
+	regMu.Unlock()
+	return h.Tree, nil
+}
+
+func lookup(t *image.Tree) (*Handle, error) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	h := registry[t]
+	if h == nil {
+		return nil, errors.New("dump: tree is not frozen by this process (already resumed or killed?)")
+	}
+	delete(registry, t)
+	return h, nil
+}
+
+// Resume lets a tree frozen by Dump run on.
+func Resume(t *image.Tree) error {
+	h, err := lookup(t)
+	if err != nil {
+		return err
+	}
+	return h.Resume()
+}
+
+// Kill kills a tree frozen by Dump.
+func Kill(t *image.Tree) error {
+	h, err := lookup(t)
+	if err != nil {
+		return err
+	}
+	return h.Kill()
+}
+
+// Finish resumes or kills a tree frozen by Dump, as Options.LeaveRunning says.
+func Finish(t *image.Tree) error {
+	h, err := lookup(t)
+	if err != nil {
+		return err
+	}
+	return h.Finish()
+}
+
+// Checkpoint is Dump returning the Handle instead of registering it.
+func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter) (*Handle, error) {
+	if opts.MaxDeletedFile == 0 {
+		opts.MaxDeletedFile = 64 << 20
+	}
+	if err := checkTarget(pid); err != nil {
+		return nil, err
+	}
+	h := &Handle{opts: opts, tr: ptrace.NewTracer()}
+	if err := h.freezeTree(ctx, pid); err != nil {
+		h.release(false)
+		return nil, err
+	}
+	tree, err := h.collect(ctx, pid, pw)
+	if err != nil {
+		h.release(false)
+		return nil, err
+	}
+	h.Tree = tree
+	return h, nil
+}
+
+// Finish resumes or kills the tree as Options.LeaveRunning says.
+func (h *Handle) Finish() error {
+	if h.opts.LeaveRunning {
+		return h.Resume()
+	}
+	return h.Kill()
+}
+
+// Resume puts back every thread's registers and signal mask, re-sends
+// signals set aside while freezing, and detaches.
+func (h *Handle) Resume() error { return h.release(false) }
+
+// Kill sends SIGKILL to every process of the tree and detaches. The
+// processes' parents still have to reap them.
+func (h *Handle) Kill() error { return h.release(true) }
+
+func (h *Handle) release(kill bool) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done {
+		return errors.New("dump: tree already released")
+	}
+	h.done = true
+	var errs []error
+	err := h.tr.Do(func() error {
+		for _, p := range h.procs {
+			if p.zombie {
+				continue
+			}
+			if kill {
+				_ = unix.Kill(p.pid, unix.SIGKILL)
+				continue
+			}
+			for _, t := range p.threads {
+				if err := ptrace.SetRegs(t.tid, &t.regs); err != nil {
+					errs = append(errs, fmt.Errorf("thread %d: restoring registers: %w", t.tid, err))
+				}
+				if err := ptrace.SetSigmask(t.tid, t.mask); err != nil {
+					errs = append(errs, fmt.Errorf("thread %d: restoring signal mask: %w", t.tid, err))
+				}
+				if err := ptrace.Detach(t.tid, 0); err != nil && err != unix.ESRCH {
+					errs = append(errs, fmt.Errorf("thread %d: detaching: %w", t.tid, err))
+				}
+				for _, s := range t.stashed {
+					_ = unix.Tgkill(p.pid, t.tid, unix.Signal(s))
+				}
+			}
+		}
+		if kill {
+			// Collect the ptrace exit notifications so the real parents
+			// see the deaths.
+			for _, p := range h.procs {
+				if p.zombie {
+					continue
+				}
+				for _, t := range p.threads {
+					for {
+						ws, err := ptrace.Wait(t.tid)
+						if err != nil || ws.Exited() || ws.Signaled() {
+							break
+						}
+						_ = ptrace.Cont(t.tid, 0)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	h.tr.Close()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

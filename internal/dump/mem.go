@@ -1,0 +1,150 @@
+package dump
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/procfs"
+	"github.com/ckpt/ckpt/internal/ptrace"
+)
+
+// classifyMappings turns /proc/PID/maps into image mappings, refusing the
+// kinds of memory the restorer cannot rebuild.
+func classifyMappings(pid int, comm string, maps []procfs.MapEntry, ids *idCache) ([]*image.Mapping, error) {
+	var out []*image.Mapping
+	for _, e := range maps {
+		m := &image.Mapping{Start: e.Start, End: e.End, Shared: e.Shared, Offset: e.Offset, Path: e.Path}
+		if e.Read {
+			m.Prot |= image.ProtRead
+		}
+		if e.Write {
+			m.Prot |= image.ProtWrite
+		}
+		if e.Exec {
+			m.Prot |= image.ProtExec
+		}
+		refuse := func(what string) error {
+			return fmt.Errorf("process %d (%s): mapping %#x-%#x %s: %s: %w", pid, comm, e.Start, e.End, e.Path, what, ErrUnsupported)
+		}
+		switch {
+		case e.Path == "[vvar]":
+			m.Kind = image.KindVvar
+		case e.Path == "[vvar_vclock]":
+			m.Kind = image.KindVvarVclock
+		case e.Path == "[vdso]":
+			m.Kind = image.KindVdso
+		case e.Path == "[vsyscall]":
+			m.Kind = image.KindVsyscall
+		case e.Path == "[heap]":
+			m.Kind = image.KindHeap
+		case e.Path == "[stack]":
+			m.Kind = image.KindStack
+		case strings.HasPrefix(e.Path, "/memfd:"):
+			return nil, refuse("memfd memory")
+		case strings.HasPrefix(e.Path, "/SYSV"):
+			return nil, refuse("System V shared memory")
+		case e.Path == "" || strings.HasPrefix(e.Path, "[anon:"):
+			if e.Shared {
+				return nil, refuse("shared anonymous memory")
+			}
+			m.Kind = image.KindAnon
+			m.Path = ""
+		case strings.HasPrefix(e.Path, "["):
+			return nil, refuse("special mapping")
+		case e.Deleted():
+			if e.Shared {
+				return nil, refuse("shared mapping of a deleted file (shared memory)")
+			}
+			m.Kind = image.KindDeleted
+		default:
+			m.Kind = image.KindFile
+			id, err := ids.get(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, e.Start, e.End))
+			if err != nil {
+				return nil, fmt.Errorf("process %d: mapping %#x-%#x %s: %w", pid, e.Start, e.End, e.Path, err)
+			}
+			if id.Mode&0o170000 != 0o100000 {
+				return nil, refuse("mapping of a device or special file")
+			}
+			if strings.HasPrefix(e.Path, "/dev/shm/") && e.Shared {
+				return nil, refuse("POSIX shared memory")
+			}
+			m.File = id
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+const (
+	pmPresent = 1 << 63
+	pmSwapped = 1 << 62
+	pmFile    = 1 << 61
+)
+
+// batch is the most memory read and handed to the PageWriter at once.
+const batch = 16 << 20
+
+// dumpPages saves, per page, what the restorer cannot get back from a file:
+// present or swapped anonymous pages, private copies in file mappings, and
+// every page of a mapping of a deleted file.
+func dumpPages(pid int, ms []*image.Mapping, mem *ptrace.Mem, pw image.PageWriter) error {
+	pm, err := os.Open(procfs.Path(pid, "pagemap"))
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	buf := make([]byte, batch)
+	ent := make([]byte, 8*(batch/image.PageSize))
+	for _, m := range ms {
+		switch m.Kind {
+		case image.KindVvar, image.KindVvarVclock, image.KindVdso, image.KindVsyscall:
+			continue
+		}
+		if m.Shared {
+			continue // contents live in the file
+		}
+		// Walk the mapping in batch-sized windows.
+		for win := m.Start; win < m.End; win += batch {
+			wend := min(win+batch, m.End)
+			n := int((wend - win) / image.PageSize)
+			e := ent[:8*n]
+			if _, err := pm.ReadAt(e, int64(win/image.PageSize*8)); err != nil {
+				return fmt.Errorf("process %d: reading pagemap at %#x: %w", pid, win, err)
+			}
+			want := func(i int) bool {
+				v := binary.LittleEndian.Uint64(e[8*i:])
+				if m.Kind == image.KindDeleted {
+					return true
+				}
+				if v&pmSwapped != 0 {
+					return true
+				}
+				return v&pmPresent != 0 && (v&pmFile == 0 || m.Kind != image.KindFile)
+			}
+			for i := 0; i < n; {
+				if !want(i) {
+					i++
+					continue
+				}
+				j := i
+				for j < n && want(j) {
+					j++
+				}
+				addr := win + uint64(i)*image.PageSize
+				b := buf[:(j-i)*image.PageSize]
+				if err := mem.Read(addr, b); err != nil {
+					return fmt.Errorf("process %d: mapping %#x-%#x: %w", pid, m.Start, m.End, err)
+				}
+				if err := pw.WritePages(pid, addr, b); err != nil {
+					return fmt.Errorf("process %d: saving pages at %#x: %w", pid, addr, err)
+				}
+				m.Saved += uint64(len(b))
+				i = j
+			}
+		}
+	}
+	return nil
+}
