@@ -188,11 +188,12 @@ func (h *Handle) dumpThread(pid int, t *thread, tree *image.Tree) (*image.Thread
 			return fmt.Errorf("thread %d: reading XSAVE state: %w", t.tid, err)
 		}
 		th.XSave = xs
-		if len(xs) >= 480 {
-			xf := binary.LittleEndian.Uint64(xs[472:])
-			if tree.CPU.XStateSize == 0 {
-				tree.CPU = image.CPU{XFeatures: xf, XStateSize: len(xs)}
+		if tree.CPU.XStateSize == 0 {
+			xf, err := ptrace.XFeatures()
+			if err != nil {
+				return fmt.Errorf("reading supported XSAVE features: %w", err)
 			}
+			tree.CPU = image.CPU{XFeatures: xf, XStateSize: len(xs)}
 		}
 		rc, err := ptrace.GetRseqConfig(t.tid)
 		if err != nil && err != unix.EIO && err != unix.EINVAL {

@@ -125,3 +125,16 @@ func GetRobustList(tid int) (head, length uint64, err error) {
 	}
 	return uint64(h), l, nil
 }
+
+const archGetXcompSupp = 0x1021
+
+// XFeatures returns the XSAVE features the kernel supports for user space
+// on this machine (arch_prctl ARCH_GET_XCOMP_SUPP).
+func XFeatures() (uint64, error) {
+	var v uint64
+	_, _, e := unix.Syscall(unix.SYS_ARCH_PRCTL, archGetXcompSupp, uintptr(unsafe.Pointer(&v)), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return v, nil
+}

@@ -1,0 +1,48 @@
+/* Shared by the fixtures: the READY / SIGUSR2 / PASS protocol. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t got_usr2;
+static uint64_t nonce;
+
+static void on_usr2(int s) { (void)s; got_usr2 = 1; }
+
+static void fail(const char *what) {
+	printf("FAIL %s (errno %d)\n", what, errno);
+	fflush(stdout);
+	exit(1);
+}
+
+/* setup_protocol reads a nonce, installs the SIGUSR2 handler and prints START. */
+static void setup_protocol(void) {
+	int fd = open("/dev/urandom", O_RDONLY);
+	if (fd < 0 || read(fd, &nonce, sizeof nonce) != sizeof nonce) fail("urandom");
+	close(fd);
+	struct sigaction sa = {0};
+	sa.sa_handler = on_usr2;
+	sigaction(SIGUSR2, &sa, NULL);
+	printf("START %d\n", getpid());
+	fflush(stdout);
+}
+
+static void ready(void) {
+	printf("READY %d %016llx\n", getpid(), (unsigned long long)nonce);
+	fflush(stdout);
+}
+
+/* wait_usr2 blocks in pause() until SIGUSR2 arrives. */
+static void wait_usr2(void) {
+	while (!got_usr2) pause();
+}
+
+static void pass(void) {
+	printf("PASS %d %016llx\n", getpid(), (unsigned long long)nonce);
+	fflush(stdout);
+}
