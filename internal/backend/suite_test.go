@@ -1,0 +1,136 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/vfs"
+)
+
+// testBackend is the conformance suite every Backend passes.
+func testBackend(t *testing.T, be Backend) {
+	ctx := context.Background()
+	h := Handle{Kind: Chunk, Name: "ab" + "cdef0123"}
+	if _, err := be.Load(ctx, h); !errors.Is(err, ErrNotExist) {
+		t.Fatalf("load of a missing blob: %v", err)
+	}
+	if _, err := be.Stat(ctx, h); !errors.Is(err, ErrNotExist) {
+		t.Fatalf("stat of a missing blob: %v", err)
+	}
+	data := []byte("some chunk bytes")
+	if err := be.Save(ctx, h, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Save(ctx, Handle{Kind: Manifest, Name: "m1"}, []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := be.Load(ctx, h)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("load: %q %v", got, err)
+	}
+	in, err := be.Stat(ctx, h)
+	if err != nil || in.Size != int64(len(data)) {
+		t.Fatalf("stat: %+v %v", in, err)
+	}
+	var names []string
+	if err := be.List(ctx, Chunk, func(i Info) error { names = append(names, i.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(names)
+	if len(names) != 1 || names[0] != h.Name {
+		t.Fatalf("list chunks: %v", names)
+	}
+	stop := errors.New("stop")
+	if err := be.List(ctx, Manifest, func(Info) error { return stop }); err != stop {
+		t.Fatalf("list must return the callback's error, got %v", err)
+	}
+	if err := be.Remove(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Remove(ctx, h); err != nil {
+		t.Fatalf("removing a missing blob: %v", err)
+	}
+	if err := be.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Load(ctx, h); !errors.Is(err, ErrNotExist) {
+		t.Fatalf("load after remove: %v", err)
+	}
+	// Locks: shared locks coexist; exclusive excludes.
+	a, err := be.Lock(ctx, "l", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := be.Lock(ctx, "l", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	if _, err := be.Lock(short, "l", true); !errors.Is(err, ErrLocked) {
+		t.Fatalf("exclusive lock beside shared ones: %v", err)
+	}
+	a.Unlock()
+	b.Unlock()
+	x, err := be.Lock(ctx, "l", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.Unlock()
+}
+
+func TestMem(t *testing.T) { testBackend(t, NewMem()) }
+
+func TestLocalOS(t *testing.T) {
+	be, err := CreateLocal(vfs.OS, filepath.Join(t.TempDir(), "r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testBackend(t, be)
+}
+
+func TestLocalMemFS(t *testing.T) {
+	be, err := CreateLocal(vfs.NewCrashableMem(), "/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testBackend(t, be)
+}
+
+func TestLocalRejectsEscapingNames(t *testing.T) {
+	be, _ := CreateLocal(vfs.NewCrashableMem(), "/r")
+	for _, n := range []string{"../x", "a/b", "", ".hidden", "ab"} {
+		if err := be.Save(context.Background(), Handle{Kind: Chunk, Name: n}, nil); err == nil {
+			t.Errorf("name %q accepted", n)
+		}
+	}
+}
+
+// TestLocalSaveInvisibleUntilSync checks the contract the commit protocol
+// relies on: a crash before Sync leaves no trace of a Save.
+func TestLocalSaveInvisibleUntilSync(t *testing.T) {
+	fsys := vfs.NewCrashableMem()
+	be, _ := CreateLocal(fsys, "/r")
+	ctx := context.Background()
+	h := Handle{Kind: Manifest, Name: "m"}
+	be.Save(ctx, h, []byte("x"))
+	fsys.Crash()
+	be2, _ := OpenLocal(fsys, "/r")
+	if _, err := be2.Load(ctx, h); !errors.Is(err, ErrNotExist) {
+		t.Fatalf("unsynced save survived a crash: %v", err)
+	}
+	be2.Save(ctx, h, []byte("y"))
+	be2.Sync(ctx)
+	fsys.Crash()
+	if got, err := be2.Load(ctx, h); err != nil || string(got) != "y" {
+		t.Fatalf("synced save lost: %q %v", got, err)
+	}
+}
