@@ -11,9 +11,9 @@ func sample() *Tree {
 		Version: FormatVersion, Root: 10, CPU: CPU{XFeatures: 7, XStateSize: 4},
 		Processes: []*Process{
 			{PID: 10, PPID: 1, PGID: 10, SID: 10, Comm: "a",
-				Threads:  []*Thread{{TID: 10, XSave: make([]byte, 4)}, {TID: 11, XSave: make([]byte, 4)}},
-				Mappings: []*Mapping{{Start: 0x1000, End: 0x3000, Prot: ProtRead | ProtWrite, Kind: KindAnon, Saved: 0x1000}, {Start: 0x3000, End: 0x4000, Kind: KindFile, Path: "/x", File: &FileID{Ino: 1}}},
-				FDs:      []*FD{{Num: 0, Kind: FDOutside, Path: "/dev/pts/0"}, {Num: 3, Kind: FDPipe, Pipe: 5, Desc: 1}},
+				Threads:    []*Thread{{TID: 10, XSave: make([]byte, 4)}, {TID: 11, XSave: make([]byte, 4)}},
+				Mappings:   []*Mapping{{Start: 0x1000, End: 0x3000, Prot: ProtRead | ProtWrite, Kind: KindAnon, Saved: 0x1000}, {Start: 0x3000, End: 0x4000, Kind: KindFile, Path: "/x", File: &FileID{Ino: 1}}},
+				FDs:        []*FD{{Num: 0, Kind: FDOutside, Path: "/dev/pts/0"}, {Num: 3, Kind: FDPipe, Pipe: 5, Desc: 1}},
 				SigActions: []SigAction{{Sig: 10, Handler: 0x1234}},
 			},
 			{PID: 12, PPID: 10, PGID: 10, SID: 10, Comm: "b", Threads: []*Thread{{TID: 12, XSave: make([]byte, 4)}},
@@ -53,7 +53,9 @@ func TestValidate(t *testing.T) {
 		{"orphan", func(t *Tree) { t.Processes[1].PPID = 99 }, "parent 99"},
 		{"root", func(t *Tree) { t.Root = 12 }, "root is 12"},
 		{"leader", func(t *Tree) { t.Processes[0].Threads[0].TID = 11 }, "first thread must have TID 10"},
-		{"dup tid", func(t *Tree) { t.Processes[1].Threads = append(t.Processes[1].Threads, &Thread{TID: 11, XSave: make([]byte, 4)}) }, "TID 11 in processes"},
+		{"dup tid", func(t *Tree) {
+			t.Processes[1].Threads = append(t.Processes[1].Threads, &Thread{TID: 11, XSave: make([]byte, 4)})
+		}, "TID 11 in processes"},
 		{"xsave", func(t *Tree) { t.Processes[0].Threads[1].XSave = nil }, "XSAVE area is 0 bytes"},
 		{"unaligned", func(t *Tree) { t.Processes[0].Mappings[0].End = 0x2001 }, "not a page-aligned"},
 		{"overlap", func(t *Tree) { t.Processes[0].Mappings[1].Start = 0x2000 }, "overlaps"},

@@ -15,10 +15,10 @@ func (c *CloneArgs) Bytes() []byte {
 // MMMap is struct prctl_mm_map for prctl(PR_SET_MM, PR_SET_MM_MAP).
 type MMMap struct {
 	StartCode, EndCode, StartData, EndData, StartBrk, Brk, StartStack uint64
-	ArgStart, ArgEnd, EnvStart, EnvEnd                                 uint64
-	Auxv                                                               uint64 // address in the tracee
-	AuxvSize                                                           uint32
-	ExeFD                                                              uint32
+	ArgStart, ArgEnd, EnvStart, EnvEnd                                uint64
+	Auxv                                                              uint64 // address in the tracee
+	AuxvSize                                                          uint32
+	ExeFD                                                             uint32
 }
 
 // MMMapSize is sizeof(struct prctl_mm_map).

@@ -32,6 +32,11 @@ type WriterOptions struct {
 	Meta   map[string]string
 	// Workers bounds concurrent chunk sealing; 0 means GOMAXPROCS.
 	Workers int
+	// Rewrite stores every new chunk even when a chunk with its ID is
+	// already stored, replacing that copy. Callers set it after finding
+	// damage: otherwise deduplication would make the new checkpoint refer
+	// to the damaged copy of identical content.
+	Rewrite bool
 }
 
 // WriteStats counts what a writer did.
@@ -157,7 +162,7 @@ func (w *Writer) store(j chunkJob) error {
 	w.table[j.slot] = ChunkRef{ID: id.String(), Len: uint32(len(j.data))}
 	w.mu.Unlock()
 	w.newBytes.Add(int64(len(j.data)))
-	if w.r.hasChunk(w.ctx, id) {
+	if !w.opts.Rewrite && w.r.hasChunk(w.ctx, id) {
 		w.dedupChunks.Add(1)
 		return nil
 	}
@@ -410,6 +415,7 @@ func (ow *ObjectWriter) Close() error {
 		if _, err := tab.Write(ow.blocks); err != nil {
 			return err
 		}
+		ow.w.bytes.Add(-int64(len(ow.blocks))) // Stats.Bytes counts the caller's bytes only
 		if err := tab.flush(); err != nil {
 			return err
 		}

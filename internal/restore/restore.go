@@ -1,0 +1,180 @@
+// Package restore rebuilds a process tree from an image.Tree and its pages.
+//
+// Everything runs on one OS thread (a ptrace.Tracer): a helper program is
+// started traced and stopped at exec, stripped to a scratch page and the
+// kernel's vdso mappings, and then cloned with clone3(set_tid) into every
+// process of the tree at its original PID. Each process is then rebuilt by
+// system calls injected into it (mremap of vvar/vdso, mmap, prctl
+// PR_SET_MM_MAP, pidfd_getfd/dup3 for files, rt_sigaction, clone3 for
+// threads, rseq, ...), its memory is written through /proc/PID/mem, and its
+// threads get their registers, XSAVE state and signal masks back before
+// being detached. See docs/PROCESS.md for the order and the reasons.
+package restore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/procfs"
+	"github.com/ckpt/ckpt/internal/ptrace"
+	"golang.org/x/sys/unix"
+)
+
+// Options control a restore.
+type Options struct {
+	// Detach makes the restored root a child of init (or the nearest
+	// subreaper) instead of the restoring process.
+	Detach bool
+	// Stdin, Stdout and Stderr replace fds 0, 1 and 2 of any restored
+	// process whose stdio led outside the tree (a terminal, a pipe to a
+	// shell). Nil means the restorer's own os.Stdin, os.Stdout, os.Stderr.
+	Stdin, Stdout, Stderr *os.File
+	// InheritFDs gives files for other fds that led outside the tree, keyed
+	// by the fd's recorded path (image.FD.Path, e.g. "pipe:[12345]" or
+	// "/dev/pts/3"). An outside fd with no entry gets /dev/null and a
+	// warning.
+	InheritFDs map[string]*os.File
+	// Helper is the program started (and stopped at exec, never run) to
+	// become the tree. Default: this executable.
+	Helper string
+	// PIDWait bounds the wait for a PID still held by a zombie (default 5 s).
+	PIDWait time.Duration
+}
+
+// Result describes a restored tree.
+type Result struct {
+	Root     int   // PID of the root process
+	PIDs     []int // every restored process
+	Warnings []string
+	child    bool
+}
+
+// ErrPIDInUse is wrapped when a PID of the image belongs to a live process.
+var ErrPIDInUse = errors.New("PID in use")
+
+// ErrMismatch is wrapped when the machine or a file no longer matches the
+// image (a changed file, other CPU features, another vdso).
+var ErrMismatch = errors.New("image does not fit this machine")
+
+// Wait waits for the root to exit and returns its wait status. It is only
+// possible when the root is the restorer's child (Options.Detach false).
+func (r *Result) Wait() (unix.WaitStatus, error) {
+	if !r.child {
+		return 0, errors.New("restore: the root was detached; it is not our child")
+	}
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(r.Root, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		return ws, err
+	}
+}
+
+// Signal sends sig to the restored root (for forwarding signals).
+func (r *Result) Signal(sig syscall.Signal) error { return unix.Kill(r.Root, sig) }
+
+// Restore rebuilds the tree with its original PIDs and lets it run. With
+// Options.Detach false the root is a child of the calling process: wait for
+// it with Result.Wait (or unix.Wait4) and forward signals with Result.Signal.
+func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Options) (*Result, error) {
+	if err := tree.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.PIDWait == 0 {
+		opts.PIDWait = 5 * time.Second
+	}
+	if opts.Helper == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding the helper program: %w", err)
+		}
+		opts.Helper = exe
+	}
+	if err := checkCPU(tree); err != nil {
+		return nil, err
+	}
+	if err := waitPIDsFree(ctx, tree, opts.PIDWait); err != nil {
+		return nil, err
+	}
+	r := &restorer{tree: tree, pr: pr, opts: opts, res: &Result{Root: tree.Root, child: !opts.Detach}}
+	defer r.closeFiles()
+	if err := r.openFiles(); err != nil {
+		return nil, err
+	}
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	if err := tr.Do(func() error { return r.run(ctx) }); err != nil {
+		r.abort()
+		return nil, err
+	}
+	return r.res, nil
+}
+
+func checkCPU(tree *image.Tree) error {
+	have, err := ptrace.XFeatures()
+	if err != nil {
+		return fmt.Errorf("reading this machine's XSAVE features: %w", err)
+	}
+	if tree.CPU.XFeatures&^have != 0 {
+		return fmt.Errorf("the image needs XSAVE features %#x, this CPU has %#x (missing %#x): %w",
+			tree.CPU.XFeatures, have, tree.CPU.XFeatures&^have, ErrMismatch)
+	}
+	return nil
+}
+
+// waitPIDsFree checks every PID and TID of the image: one held by a zombie is
+// waited for (bounded), one held by a live task is an error.
+func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for _, p := range tree.Processes {
+		ids := []int{p.PID}
+		for _, t := range p.Threads {
+			if t.TID != p.PID {
+				ids = append(ids, t.TID)
+			}
+		}
+		for _, id := range ids {
+			for {
+				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id))
+				if err != nil {
+					break
+				}
+				st, perr := procfs.ParseStat(b)
+				if perr == nil && st.State != 'Z' && st.State != 'X' {
+					return fmt.Errorf("PID %d is used by process %d (%s): %w", id, st.PID, st.Comm, ErrPIDInUse)
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("PID %d is still held by an unreaped zombie: %w", id, ErrPIDInUse)
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	return nil
+}
+
+func hashBytes(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func (r *restorer) warn(format string, a ...any) {
+	r.res.Warnings = append(r.res.Warnings, fmt.Sprintf(format, a...))
+}
+
+func isTTYPath(p string) bool {
+	return strings.HasPrefix(p, "/dev/pts/") || strings.HasPrefix(p, "/dev/tty") || p == "/dev/console"
+}

@@ -1,0 +1,112 @@
+package restore_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ckpt/ckpt/internal/dump"
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/proctest"
+	"github.com/ckpt/ckpt/internal/restore"
+)
+
+// restored is a tree brought back by cycle.
+type restored struct {
+	res   *restore.Result
+	lines *proctest.Lines
+	tree  *image.Tree
+}
+
+// cycle starts a fixture, waits for READY, dumps it (checking it stays
+// frozen), kills it, restores it with the same PIDs, and returns the restored
+// tree with its output. ready is the READY line.
+func cycle(t *testing.T, bin string, args ...string) (*restored, string) {
+	t.Helper()
+	p := proctest.Start(t, bin, args...)
+	ready := p.Lines.Expect(t, "READY")
+	pages := proctest.NewPages()
+	tree, err := dump.Dump(context.Background(), p.PID, dump.Options{}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := proctest.State(p.PID); s != 't' {
+		t.Errorf("dumped process in state %q, want t (frozen)", s)
+	}
+	// The image goes through its JSON encoding, as it would through storage.
+	b, err := image.Encode(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dump.Kill(tree); err != nil {
+		t.Fatal(err)
+	}
+	p.KillAndReap(t)
+	for _, ip := range tree.Processes {
+		proctest.WaitGone(t, ip.PID)
+	}
+	tree2, err := image.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := restore.Restore(context.Background(), tree2, pages, restore.Options{Stdout: w, Stderr: w})
+	w.Close()
+	if err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	for _, warn := range res.Warnings {
+		t.Logf("restore warning: %s", warn)
+	}
+	t.Cleanup(func() {
+		for _, pid := range res.PIDs {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		_, _ = res.Wait()
+	})
+	return &restored{res: res, lines: proctest.NewLines(r), tree: tree2}, ready
+}
+
+// expectPass signals the restored root with SIGUSR2 and checks PASS with the
+// same PID and nonce, that start-up did not run again, and exit status 0.
+func (rs *restored) expectPass(t *testing.T, ready string) {
+	t.Helper()
+	f := strings.Fields(ready) // READY pid nonce
+	if err := rs.res.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	pass := rs.lines.Expect(t, "PASS")
+	if want := fmt.Sprintf("PASS %s %s", f[1], f[2]); pass != want {
+		t.Errorf("got %q, want %q (same PID and nonce)", pass, want)
+	}
+	ws, err := rs.res.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("restored root ended with %v", ws)
+	}
+	for _, l := range rs.lines.All() {
+		if strings.HasPrefix(l, "START") {
+			t.Errorf("start-up ran again after restore: %q", l)
+		}
+	}
+}
+
+func TestBasic(t *testing.T) {
+	proctest.RequireRoot(t)
+	for _, static := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dynamic", true: "static"}[static], func(t *testing.T) {
+			bin := proctest.Build(t, "basic", static)
+			rs, ready := cycle(t, bin, t.TempDir())
+			rs.expectPass(t, ready)
+		})
+	}
+}

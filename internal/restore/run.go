@@ -1,0 +1,407 @@
+package restore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/procfs"
+	"github.com/ckpt/ckpt/internal/ptrace"
+	"golang.org/x/sys/unix"
+)
+
+type restorer struct {
+	tree *image.Tree
+	pr   image.PageReader
+	opts Options
+	res  *Result
+
+	files    map[*image.FD]*os.File
+	mapFiles map[string]*os.File
+	exe      map[int]*os.File
+	extra    []*os.File
+
+	helper  int
+	scratch uint64
+	pidfd   int // number of the tracees' pidfd for the restorer
+	procs   []*rproc
+	byPID   map[int]*rproc
+}
+
+// rproc is a process being rebuilt.
+type rproc struct {
+	img     *image.Process
+	in      *ptrace.Injector // leader
+	threads []*ptrace.Injector
+	mem     *ptrace.Mem
+	done    bool
+}
+
+// Scratch layout: one area at the same address in every process.
+const (
+	scratchLen   = 0x4000
+	offSyscall   = 0x0
+	offClone     = 0x100
+	offSetTID    = 0x200
+	offStruct    = 0x300 // sigaction, sigaltstack, itimerval
+	offMMMap     = 0x800
+	offAuxv      = 0x1000
+	offString    = 0x2000
+	offSiginfo   = 0x3000
+	maxStringLen = 0x1000
+)
+
+const (
+	cloneThreadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND | unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+)
+
+// abort kills everything created so far (runs after the tracer is gone too).
+func (r *restorer) abort() {
+	for _, p := range r.procs {
+		_ = unix.Kill(p.img.PID, unix.SIGKILL)
+	}
+	if r.helper != 0 {
+		_ = unix.Kill(r.helper, unix.SIGKILL)
+	}
+	// Reap what is ours so no zombie keeps the PIDs.
+	var ws unix.WaitStatus
+	for _, p := range r.procs {
+		_, _ = unix.Wait4(p.img.PID, &ws, unix.WNOHANG|unix.WALL, nil)
+	}
+	if r.helper != 0 {
+		_, _ = unix.Wait4(r.helper, &ws, unix.WALL, nil)
+	}
+}
+
+// run is the whole restore, on the tracer thread.
+func (r *restorer) run(ctx context.Context) error {
+	r.byPID = map[int]*rproc{}
+	helperIn, err := r.startHelper()
+	if err != nil {
+		return err
+	}
+	// Create every process, parents first, each cloned from its parent
+	// while the parent is still a bare copy of the helper.
+	root := r.tree.Processes[0]
+	if err := r.create(helperIn, root, true); err != nil {
+		return err
+	}
+	_ = unix.Kill(r.helper, unix.SIGKILL)
+	for {
+		ws, err := ptrace.Wait(r.helper)
+		if err != nil || ws.Exited() || ws.Signaled() {
+			break
+		}
+	}
+	r.helper = 0
+	// Process groups: leaders first, then members.
+	for pass := 0; pass < 2; pass++ {
+		for _, p := range r.procs {
+			g := p.img.PGID
+			if (pass == 0) != (g == p.img.PID) || r.byPID[g] == nil || g == p.img.SID && p.img.SID == p.img.PID {
+				continue
+			}
+			if _, err := p.in.Syscall(unix.SYS_SETPGID, 0, uint64(g)); err != nil {
+				return fmt.Errorf("process %d: joining process group %d: %w", p.img.PID, g, err)
+			}
+		}
+	}
+	for _, p := range r.procs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p.img.Zombie {
+			continue
+		}
+		if err := r.rebuild(p); err != nil {
+			return err
+		}
+	}
+	// Zombies die, then everyone else gets its registers back and runs.
+	for _, p := range r.procs {
+		if p.img.Zombie {
+			if err := r.finishZombie(p); err != nil {
+				return err
+			}
+		}
+	}
+	for i := len(r.procs) - 1; i >= 0; i-- {
+		p := r.procs[i]
+		if p.img.Zombie {
+			continue
+		}
+		if err := r.release(p); err != nil {
+			return err
+		}
+		r.res.PIDs = append(r.res.PIDs, p.img.PID)
+	}
+	sort.Ints(r.res.PIDs)
+	return nil
+}
+
+// startHelper starts the helper stopped at exec and strips it to the
+// scratch area and the vdso mappings.
+func (r *restorer) startHelper() (*ptrace.Injector, error) {
+	pid, err := ptrace.StartTraced(r.opts.Helper, []string{"ckpt-restore-helper"}, nil)
+	if err != nil {
+		return nil, err
+	}
+	r.helper = pid
+	if err := ptrace.SetOptions(pid, ptrace.OptsRestore); err != nil {
+		return nil, fmt.Errorf("helper %d: setting ptrace options: %w", pid, err)
+	}
+	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+		return nil, err
+	}
+	xs, err := ptrace.GetXState(pid)
+	if err != nil {
+		return nil, fmt.Errorf("helper: reading XSAVE state: %w", err)
+	}
+	if r.tree.CPU.XStateSize != 0 && len(xs) != r.tree.CPU.XStateSize {
+		return nil, fmt.Errorf("the image's XSAVE area is %d bytes, this machine's is %d: %w", r.tree.CPU.XStateSize, len(xs), ErrMismatch)
+	}
+	maps, err := readMaps(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.checkVdso(pid, maps); err != nil {
+		return nil, err
+	}
+	// Scratch: free in the helper and in every saved layout.
+	var used []image.Range
+	for _, m := range maps {
+		used = append(used, image.Range{Addr: m.Start, Len: m.End - m.Start})
+	}
+	for _, p := range r.tree.Processes {
+		for _, m := range p.Mappings {
+			used = append(used, image.Range{Addr: m.Start, Len: m.Size()})
+		}
+	}
+	r.scratch, err = findFree(used, scratchLen)
+	if err != nil {
+		return nil, err
+	}
+	mem, err := ptrace.OpenMem(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer mem.Close()
+	regs, err := ptrace.GetRegs(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := mem.Write(regs.Rip, ptrace.Trampoline); err != nil {
+		return nil, fmt.Errorf("helper: writing trampoline: %w", err)
+	}
+	in := &ptrace.Injector{TID: pid, SysAddr: regs.Rip, Saved: regs}
+	if _, err := in.Syscall(unix.SYS_MMAP, r.scratch, scratchLen, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
+		return nil, fmt.Errorf("helper: mapping scratch area at %#x: %w", r.scratch, err)
+	}
+	if err := mem.Write(r.scratch+offSyscall, ptrace.Trampoline); err != nil {
+		return nil, err
+	}
+	in.SysAddr = r.scratch + offSyscall
+	if _, err := in.Syscall(unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>1, 0); err != nil {
+		return nil, fmt.Errorf("helper: close_range: %w", err)
+	}
+	// The tracees' handle on the restorer, above every fd of the image.
+	top := 3
+	for _, p := range r.tree.Processes {
+		for _, fd := range p.FDs {
+			top = max(top, fd.Num+1)
+		}
+	}
+	if lim, err := prlimitGet(pid, unix.RLIMIT_NOFILE); err == nil && lim.Cur <= uint64(top) && lim.Max > uint64(top) {
+		_ = unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: lim.Max, Max: lim.Max}, nil)
+	}
+	pfd, err := in.Syscall(unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return nil, fmt.Errorf("helper: pidfd_open: %w", err)
+	}
+	hi, err := in.Syscall(unix.SYS_FCNTL, pfd, unix.F_DUPFD, uint64(top))
+	if err != nil {
+		return nil, fmt.Errorf("helper: moving pidfd above fd %d: %w", top, err)
+	}
+	if _, err := in.Syscall(unix.SYS_CLOSE, pfd); err != nil {
+		return nil, err
+	}
+	r.pidfd = int(hi)
+	for _, m := range maps {
+		switch m.Path {
+		case "[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]":
+			continue
+		}
+		if _, err := in.Syscall(unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
+			return nil, fmt.Errorf("helper: unmapping %#x-%#x %s: %w", m.Start, m.End, m.Path, err)
+		}
+	}
+	return in, nil
+}
+
+func prlimitGet(pid, res int) (unix.Rlimit, error) {
+	var l unix.Rlimit
+	err := unix.Prlimit(pid, res, nil, &l)
+	return l, err
+}
+
+func readMaps(pid int) ([]procfs.MapEntry, error) {
+	b, err := procfs.Read(pid, "maps")
+	if err != nil {
+		return nil, err
+	}
+	return procfs.ParseMaps(b)
+}
+
+type vdsoSet struct{ vvar, vclock, vdso image.Range }
+
+func vdsoOf(maps []procfs.MapEntry) vdsoSet {
+	var v vdsoSet
+	for _, m := range maps {
+		rg := image.Range{Addr: m.Start, Len: m.End - m.Start}
+		switch m.Path {
+		case "[vvar]":
+			v.vvar = rg
+		case "[vvar_vclock]":
+			v.vclock = rg
+		case "[vdso]":
+			v.vdso = rg
+		}
+	}
+	return v
+}
+
+// checkVdso refuses an image whose vdso is not this kernel's.
+func (r *restorer) checkVdso(pid int, maps []procfs.MapEntry) error {
+	cur := vdsoOf(maps)
+	mem, err := ptrace.OpenMem(pid)
+	if err != nil {
+		return err
+	}
+	defer mem.Close()
+	b := make([]byte, cur.vdso.Len)
+	if err := mem.Read(cur.vdso.Addr, b); err != nil {
+		return fmt.Errorf("reading this kernel's vdso: %w", err)
+	}
+	h := hashBytes(b)
+	for _, p := range r.tree.Processes {
+		v := p.Vdso
+		if v == nil {
+			continue
+		}
+		same := v.Vvar.Len == cur.vvar.Len && v.VvarVclock.Len == cur.vclock.Len && v.Vdso.Len == cur.vdso.Len &&
+			v.Vdso.Addr-v.Vvar.Addr == cur.vdso.Addr-cur.vvar.Addr &&
+			(v.VvarVclock.Len == 0 || v.VvarVclock.Addr-v.Vvar.Addr == cur.vclock.Addr-cur.vvar.Addr)
+		if !same {
+			return fmt.Errorf("process %d: the image's vvar/vdso layout does not fit this kernel's: %w", p.PID, ErrMismatch)
+		}
+		if v.Hash != h {
+			return fmt.Errorf("process %d: the image was dumped with another vdso (another kernel build): %w", p.PID, ErrMismatch)
+		}
+	}
+	return nil
+}
+
+// findFree returns the lowest page-aligned address from 4 GiB up where n
+// bytes overlap none of used.
+func findFree(used []image.Range, n uint64) (uint64, error) {
+	sort.Slice(used, func(i, j int) bool { return used[i].Addr < used[j].Addr })
+	addr := uint64(1 << 32)
+	for _, u := range used {
+		if u.Addr+u.Len <= addr {
+			continue
+		}
+		if u.Addr >= addr+n {
+			break
+		}
+		addr = (u.Addr + u.Len + image.PageSize - 1) &^ (image.PageSize - 1)
+	}
+	if addr+n > 0x7ffffffff000 {
+		return 0, errors.New("no free address range for the restorer's scratch area")
+	}
+	return addr, nil
+}
+
+// create clones p (and, recursively, its children) from parent.
+func (r *restorer) create(parent *ptrace.Injector, p *image.Process, isRoot bool) error {
+	args := ptrace.CloneArgs{ExitSignal: uint64(unix.SIGCHLD), SetTID: r.scratch + offSetTID, SetTIDSize: 1}
+	if isRoot && !r.opts.Detach {
+		args.Flags = unix.CLONE_PARENT
+		args.ExitSignal = 0 // the helper's exit signal (SIGCHLD) is inherited
+	}
+	pid, err := r.clone(parent, &args, p.PID)
+	if err != nil {
+		return fmt.Errorf("creating process %d: %w", p.PID, err)
+	}
+	in, err := ptrace.NewInjector(pid, r.scratch+offSyscall)
+	if err != nil {
+		return err
+	}
+	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+		return err
+	}
+	rp := &rproc{img: p, in: in}
+	r.procs = append(r.procs, rp)
+	r.byPID[p.PID] = rp
+	if p.SID == p.PID {
+		if _, err := in.Syscall(unix.SYS_SETSID); err != nil {
+			return fmt.Errorf("process %d: setsid: %w", p.PID, err)
+		}
+	} else if !isRoot {
+		if par := r.tree.Process(p.PPID); par != nil && par.SID != p.SID {
+			r.warn("process %d: session %d (its leader is not in the tree) cannot be recreated; it joins session %d", p.PID, p.SID, par.SID)
+		}
+	}
+	for _, c := range p.Children {
+		if err := r.create(in, r.tree.Process(c), false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clone injects clone3 with set_tid = id into parent and waits for the new
+// task's first stop.
+func (r *restorer) clone(parent *ptrace.Injector, args *ptrace.CloneArgs, id int) (int, error) {
+	mem, err := ptrace.OpenMem(parent.TID)
+	if err != nil {
+		return 0, err
+	}
+	defer mem.Close()
+	var tid [8]byte
+	binary.LittleEndian.PutUint64(tid[:], uint64(id))
+	if err := mem.Write(r.scratch+offSetTID, tid[:]); err != nil {
+		return 0, err
+	}
+	if err := mem.Write(r.scratch+offClone, args.Bytes()); err != nil {
+		return 0, err
+	}
+	parent.Forks = nil
+	got, err := parent.Syscall(unix.SYS_CLONE3, r.scratch+offClone, 88)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return 0, fmt.Errorf("PID %d is taken: %w", id, ErrPIDInUse)
+		}
+		return 0, err
+	}
+	if int(got) != id {
+		return 0, fmt.Errorf("clone3 gave id %d, wanted %d", got, id)
+	}
+	for {
+		ws, err := ptrace.Wait(id)
+		if err != nil {
+			return 0, err
+		}
+		if ws.Stopped() {
+			break
+		}
+		if ws.Exited() || ws.Signaled() {
+			return 0, fmt.Errorf("new task %d %s", id, ptrace.Stop(ws))
+		}
+	}
+	return id, nil
+}
