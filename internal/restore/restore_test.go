@@ -110,3 +110,30 @@ func TestBasic(t *testing.T) {
 		})
 	}
 }
+
+const pyScript = `
+import os, signal, sys, time, threading, hashlib
+nonce = os.urandom(8).hex()
+print("START", os.getpid(), flush=True)
+got = []
+signal.signal(signal.SIGUSR2, lambda s, f: got.append(s))
+data = {i: str(i) * 3 for i in range(100000)}
+digest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()
+t0 = time.monotonic()
+print("READY", os.getpid(), nonce, flush=True)
+while not got:
+    time.sleep(0.05)
+assert hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest() == digest
+assert time.monotonic() >= t0
+print("PASS", os.getpid(), nonce, flush=True)
+`
+
+func TestPython(t *testing.T) {
+	proctest.RequireRoot(t)
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	rs, ready := cycle(t, py, "-c", pyScript)
+	rs.expectPass(t, ready)
+}
