@@ -247,6 +247,31 @@ func (r *Repository) Remove(ctx context.Context, id string) error {
 	return r.be.Sync(ctx)
 }
 
+// DropDamaged removes chunk id if it is damaged: stored, but failing its
+// check. Writers deduplicate new content against stored chunks without
+// reading them, so identical content written later (a deterministic program
+// recomputing a damaged checkpoint's state) would otherwise refer to the
+// damaged copy; once dropped, the next writer of that content stores it
+// again, which also heals older checkpoints that refer to it. It reports
+// whether it removed the chunk; an intact or missing chunk is left alone,
+// and a read that fails for another reason (I/O) is returned as an error.
+func (r *Repository) DropDamaged(ctx context.Context, id ID) (bool, error) {
+	_, err := r.loadChunk(ctx, id)
+	switch {
+	case err == nil || errors.Is(err, errChunkMissing):
+		return false, nil
+	case ctx.Err() != nil:
+		return false, ctx.Err()
+	case isIOError(err):
+		return false, err
+	}
+	if err := r.be.Remove(ctx, backend.Handle{Kind: backend.Chunk, Name: id.String()}); err != nil {
+		return false, err
+	}
+	r.known.Delete(id)
+	return true, r.be.Sync(ctx)
+}
+
 // Retain keeps the newest keep checkpoints of name and removes the others.
 // It returns the removed ones.
 func (r *Repository) Retain(ctx context.Context, name string, keep int) ([]*Manifest, error) {

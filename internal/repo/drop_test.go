@@ -1,0 +1,52 @@
+package repo
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ckpt/ckpt/internal/backend"
+)
+
+// A damaged chunk is dropped, and rewriting its content heals the
+// checkpoint that refers to it; an intact chunk is kept.
+func TestDropDamagedAndRewrite(t *testing.T) {
+	ctx := context.Background()
+	r := newMemRepo(t, nil)
+	data := randBytes(9, 200<<10)
+	m := writeCkpt(t, r, "job", nil, map[string][]byte{"x": data})
+	id, _ := ParseID(m.Chunks[0].ID)
+	if dropped, err := r.DropDamaged(ctx, id); dropped || err != nil {
+		t.Fatalf("intact chunk: dropped %v, %v", dropped, err)
+	}
+	h := backend.Handle{Kind: backend.Chunk, Name: id.String()}
+	blob, _ := r.be.Load(ctx, h)
+	blob[len(blob)-1] ^= 1
+	r.be.Save(ctx, h, blob)
+	if err := r.Verify(ctx, m, nil); err == nil {
+		t.Fatal("damage not detected")
+	}
+	// Without dropping, identical content deduplicates against the damage.
+	m2 := writeCkpt(t, r, "job", nil, map[string][]byte{"x": data})
+	if err := r.Verify(ctx, m2, nil); err == nil {
+		t.Fatal("expected the deduplicated checkpoint to share the damage")
+	}
+	if dropped, err := r.DropDamaged(ctx, id); !dropped || err != nil {
+		t.Fatalf("damaged chunk: dropped %v, %v", dropped, err)
+	}
+	m3 := writeCkpt(t, r, "job", nil, map[string][]byte{"x": data})
+	for _, mm := range []*Manifest{m, m2, m3} {
+		if err := r.Verify(ctx, mm, nil); err != nil {
+			t.Fatalf("%s after rewrite: %v", mm.Ref(), err)
+		}
+	}
+	// Rewrite stores chunks even when present.
+	w, _ := r.NewWriter(ctx, WriterOptions{Name: "job", Kind: KindLibrary, Rewrite: true})
+	ow, _ := w.Create("x", "bytes", nil)
+	ow.Write(data)
+	if _, err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.DedupChunks != 0 || st.NewChunks == 0 || st.Bytes != int64(len(data)) {
+		t.Fatalf("rewrite stats %+v", st)
+	}
+}
