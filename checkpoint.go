@@ -116,15 +116,15 @@ func (j *Job) commit(ctx context.Context, snap []staged, start time.Time, blocke
 		// shares the blocks of the job's previous run.
 		parent, _ = j.repo.Latest(ctx, j.name)
 	}
-	m, st, err := j.write(ctx, snap, parent)
+	m, st, err := j.write(ctx, snap, parent, j.rewrite)
 	if err != nil && parent != nil && errors.Is(err, repo.ErrCorrupt) {
 		j.log.Warn("previous checkpoint is damaged; writing a full checkpoint", "parent", parent.Ref(), "err", err)
-		m, st, err = j.write(ctx, snap, nil)
+		m, st, err = j.write(ctx, snap, nil, true)
 	}
 	if err != nil {
 		return CommitInfo{}, err
 	}
-	j.parent = m
+	j.parent, j.rewrite = m, false
 	info := CommitInfo{
 		Seq: m.Seq, ID: m.ID(), Time: m.Time, Blocked: blocked, Duration: time.Since(t0),
 		Bytes: st.Bytes, ReusedBytes: st.ReusedBytes, NewBytes: st.NewBytes, StoredBytes: st.StoredBytes,
@@ -153,9 +153,14 @@ func (j *Job) commit(ctx context.Context, snap []staged, start time.Time, blocke
 }
 
 // write stores one checkpoint.
-func (j *Job) write(ctx context.Context, snap []staged, parent *repo.Manifest) (*repo.Manifest, repo.WriteStats, error) {
+//
+// With rewrite, chunks already in the repository are stored again: after
+// damage was found, identical content must not be deduplicated against a
+// damaged copy (a deterministic program that recomputes the state of a
+// damaged checkpoint produces exactly its chunks).
+func (j *Job) write(ctx context.Context, snap []staged, parent *repo.Manifest, rewrite bool) (*repo.Manifest, repo.WriteStats, error) {
 	w, err := j.repo.NewWriter(ctx, repo.WriterOptions{
-		Name: j.name, Kind: repo.KindLibrary, Parent: parent, Codec: j.opts.codec,
+		Name: j.name, Kind: repo.KindLibrary, Parent: parent, Codec: j.opts.codec, Rewrite: rewrite,
 	})
 	if err != nil {
 		return nil, repo.WriteStats{}, err

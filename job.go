@@ -50,6 +50,7 @@ type Job struct {
 	inflight chan struct{}
 	bgErr    error          // the last background commit's error, not yet returned
 	parent   *repo.Manifest // the last checkpoint committed or restored
+	rewrite  bool           // damage was seen: the next commit stores every chunk again
 	bg       context.Context
 	cancel   context.CancelFunc
 

@@ -36,12 +36,12 @@ const (
 type varKind uint8
 
 const (
-	kindSlice    varKind = iota + 1 // []T, T fixed layout: fixed length, saved from its memory
-	kindSlicePtr                    // *[]T, T fixed layout: Restore may resize
-	kindFixed                       // *T, T fixed layout: saved from its memory
-	kindFixedEnc                    // *T of fixed binary.Size but padded: encoding/binary
-	kindMarshaler                   // encoding.BinaryMarshaler and BinaryUnmarshaler
-	kindGob                         // any other pointer
+	kindSlice     varKind = iota + 1 // []T, T fixed layout: fixed length, saved from its memory
+	kindSlicePtr                     // *[]T, T fixed layout: Restore may resize
+	kindFixed                        // *T, T fixed layout: saved from its memory
+	kindFixedEnc                     // *T of fixed binary.Size but padded: encoding/binary
+	kindMarshaler                    // encoding.BinaryMarshaler and BinaryUnmarshaler
+	kindGob                          // any other pointer
 )
 
 func (k varKind) objType() string {

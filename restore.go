@@ -92,6 +92,7 @@ func (j *Job) Restore(ctx context.Context) (RestoreInfo, error) {
 		}
 		info.Skipped = append(info.Skipped, Skipped{Seq: m.Seq, ID: m.ID(), Err: err})
 		j.log.Warn("checkpoint is damaged; trying the one before", "seq", m.Seq, "id", m.ID()[:12], "err", err)
+		j.dropDamaged(ctx, err)
 	}
 	return info, fmt.Errorf("restoring %q: every checkpoint (%d) is damaged; newest: %w", j.name, len(ms), info.Skipped[0].Err)
 }
@@ -117,4 +118,22 @@ func (j *Job) ignored(m *repo.Manifest) []string {
 		}
 	}
 	return out
+}
+
+// dropDamaged removes the damaged chunk err names, so that later
+// checkpoints store a good copy of its content instead of referring to it.
+func (j *Job) dropDamaged(ctx context.Context, err error) {
+	var ce *repo.CorruptError
+	if !errors.As(err, &ce) || ce.Chunk == "" {
+		return
+	}
+	id, perr := repo.ParseID(ce.Chunk)
+	if perr != nil {
+		return
+	}
+	if dropped, derr := j.repo.DropDamaged(ctx, id); derr != nil {
+		j.log.Warn("removing a damaged chunk", "chunk", ce.Chunk, "err", derr)
+	} else if dropped {
+		j.log.Warn("removed a damaged chunk; the next checkpoint that holds its content stores it again", "chunk", ce.Chunk)
+	}
 }
