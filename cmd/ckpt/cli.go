@@ -40,6 +40,11 @@ func withCode(code int, err error) error {
 	return &exitError{code, err}
 }
 
+// silentError is an exit status with nothing to say: the program's own.
+type silentError struct{}
+
+func (silentError) Error() string { return "" }
+
 // usageError marks errors in how ckpt was called.
 func usageError(format string, a ...any) error {
 	return &exitError{exitUsage, fmt.Errorf(format, a...)}
@@ -155,7 +160,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code == exitFailed && isCobraUsage(err) {
 		code = exitUsage
 	}
-	if code != exitOK {
+	var silent silentError
+	if code != exitOK && !errors.As(err, &silent) {
 		msg := err.Error()
 		fmt.Fprintln(stderr, "ckpt: "+strings.ReplaceAll(msg, "\n", "\nckpt: "))
 	}

@@ -2,16 +2,220 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
 
+	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/kcheck"
+	"github.com/ckpt/ckpt/internal/procstore"
 	"github.com/ckpt/ckpt/internal/repo"
+	"github.com/ckpt/ckpt/internal/supervise"
 	"github.com/spf13/cobra"
 )
 
-// addPlatformCommands adds the process commands (dump, restore, run, ps,
-// check), which need Linux.
-func addPlatformCommands(root *cobra.Command, g *globalOptions) {}
+// addPlatformCommands adds the process commands, which need Linux.
+func addPlatformCommands(root *cobra.Command, g *globalOptions) {
+	root.AddCommand(newDumpCommand(g), newRestoreCommand(g), newRunCommand(g), newPsCommand(g), newCheckCommand(g))
+}
 
-// inspectKind prints the kind-specific view of a checkpoint.
+// inspectKind prints the process view of a process checkpoint.
 func inspectKind(ctx context.Context, g *globalOptions, r *repo.Repository, m *repo.Manifest) error {
-	return nil
+	if m.Kind != repo.KindProcess {
+		return nil
+	}
+	t, err := procstore.ReadTree(ctx, r, m)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(g.stdout)
+	return image.WriteText(g.stdout, t)
+}
+
+func jobStore(r *repo.Repository) (supervise.Store, error) {
+	l, ok := r.Backend().(*backend.Local)
+	if !ok {
+		return supervise.Store{}, errors.New("jobs need a local repository")
+	}
+	return supervise.Store{Dir: filepath.Join(l.Root(), "jobs")}, nil
+}
+
+func newRunCommand(g *globalOptions) *cobra.Command {
+	var o supervise.Options
+	var every string
+	c := &cobra.Command{
+		Use:   "run [--name NAME] [--every DURATION|auto] [--keep N] -- CMD [ARGS...]",
+		Short: "Run a program under ckpt: periodic checkpoints, restart after crashes",
+		Long: `Start CMD and look after it:
+
+  - every --every (e.g. 10m), checkpoint it and let it continue;
+  - on SIGUSR1 to ckpt, checkpoint now and continue;
+  - on SIGTERM (a preemption notice, a walltime warning), checkpoint it, stop
+    it and exit with 143; 'ckpt run --name NAME' again resumes it;
+  - when it dies of a signal, restore the newest checkpoint and continue
+    (up to --max-restarts, waiting --backoff, doubled each time);
+  - when it exits by itself, mark the job done and exit with its status.
+
+Between checkpoints the program runs at full speed: no tracer, no wrappers.
+Without --name the run gets a fresh name and never resumes anything it did
+not start itself. 'ckpt ps' lists jobs.`,
+		Example: `  ckpt run --name sim --every 10m -- ./simulate input.dat
+  kill -USR1 $(pgrep -x ckpt)     # checkpoint now
+  ckpt run --name sim -- ./simulate input.dat   # resume after a stop`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError("run: expected a command after -- (see 'ckpt run --help')")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			switch every {
+			case "", "0":
+			case "auto":
+				// Until the policy engine measures cost and failure rate:
+				o.Every = 10 * time.Minute
+			default:
+				d, err := time.ParseDuration(every)
+				if err != nil || d < 0 {
+					return usageError("--every %q: want a duration like 30s or 10m, or auto", every)
+				}
+				o.Every = d
+			}
+			o.Resume = o.Name != ""
+			if o.Name == "" {
+				var b [4]byte
+				rand.Read(b[:])
+				o.Name = "run-" + hex.EncodeToString(b[:])
+			}
+			if err := repo.ValidName(o.Name); err != nil {
+				return usageError("--name: %v", err)
+			}
+			o.Command = args
+			o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
+			r, err := g.openRepo(ctx, true)
+			if err != nil {
+				return withCode(exitUnknown, err)
+			}
+			defer r.Close()
+			store, err := jobStore(r)
+			if err != nil {
+				return withCode(exitUnknown, err)
+			}
+			if !o.Resume {
+				fmt.Fprintf(g.stderr, "ckpt: job %s\n", o.Name)
+			}
+			code, err := supervise.Run(context.WithoutCancel(ctx), r, store, o)
+			if err != nil {
+				return withCode(exitUnknown, err)
+			}
+			if code != 0 {
+				return &exitError{code, silentError{}}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&o.Name, "name", "", "job and checkpoint name; a later run with the same name resumes")
+	c.Flags().StringVar(&every, "every", "", "checkpoint interval (e.g. 30s, 10m) or auto")
+	c.Flags().IntVar(&o.Keep, "keep", 3, "checkpoints of the job to keep (0: all)")
+	c.Flags().IntVar(&o.MaxRestarts, "max-restarts", 5, "crashes to recover from before giving up")
+	c.Flags().DurationVar(&o.Backoff, "backoff", time.Second, "wait before the first restore after a crash (doubles each time)")
+	return c
+}
+
+func newPsCommand(g *globalOptions) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "ps",
+		Short: "List jobs started with ckpt run",
+		Long: `List the jobs of 'ckpt run' in this repository with their state (running,
+stopped, done, failed, or lost when their supervisor died), PID, restarts
+and last checkpoint.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := g.openRepo(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			store, err := jobStore(r)
+			if err != nil {
+				return err
+			}
+			jobs, err := store.List()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if jobs == nil {
+					jobs = []*supervise.Job{}
+				}
+				return g.printJSON(jobs)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tCHECKPOINTS\tLAST CHECKPOINT\tCOMMAND")
+			for _, j := range jobs {
+				last, pid := "-", "-"
+				if j.LastCheckpoint != "" {
+					last = j.LastCheckpoint[:12] + " " + j.LastTime.Local().Format("15:04:05")
+				}
+				if j.PID != 0 {
+					pid = fmt.Sprint(j.PID)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.Name, j.State, pid, j.Restarts, j.Checkpoints, last, strings.Join(j.Command, " "))
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON document")
+	return c
+}
+
+func newCheckCommand(g *globalOptions) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "check",
+		Short: "Say which kernel features ckpt can use here",
+		Long: `Probe the kernel for what process checkpoint/restore needs (ptrace,
+clone3 with set_tid, PR_SET_MM_MAP) and what makes it faster (userfaultfd
+write-protect, PAGEMAP_SCAN, soft-dirty bits), and say why a feature is
+missing. Exit status 1 when a required feature is missing.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fs := kcheck.Probe()
+			if asJSON {
+				if err := g.printJSON(fs); err != nil {
+					return err
+				}
+			} else {
+				tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+				for _, f := range fs {
+					st := "yes"
+					if !f.OK {
+						st = "no"
+					}
+					need := "optional"
+					if f.Required {
+						need = "required"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Name, st, need, f.Detail)
+				}
+				tw.Flush()
+			}
+			for _, f := range fs {
+				if f.Required && !f.OK {
+					return fmt.Errorf("%s is not available: process checkpoint/restore cannot work here", f.Name)
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON document")
+	return c
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package kcheck probes the running kernel for the features process
 // checkpoint/restore uses, and says why a feature is unavailable.
 package kcheck
@@ -163,12 +165,13 @@ func probePagemapScan() Feature {
 func probeSoftDirty() Feature {
 	f := Feature{Name: "soft-dirty"}
 	page := make([]byte, 8192)
-	addr := (uintptr(unsafe.Pointer(&page[0])) + 4095) &^ 4095
+	off := (4096 - uintptr(unsafe.Pointer(&page[0]))%4096) % 4096
+	addr := uintptr(unsafe.Pointer(&page[off]))
 	if err := os.WriteFile("/proc/self/clear_refs", []byte("4"), 0); err != nil {
 		f.Detail = "clear_refs: " + err.Error()
 		return f
 	}
-	*(*byte)(unsafe.Pointer(addr)) = 1
+	page[off] = 1
 	pm, err := os.Open("/proc/self/pagemap")
 	if err != nil {
 		f.Detail = err.Error()

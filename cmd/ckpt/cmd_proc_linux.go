@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/ckpt/ckpt/internal/dump"
+	"github.com/ckpt/ckpt/internal/proccr"
+	"github.com/ckpt/ckpt/internal/progress"
+	"github.com/ckpt/ckpt/internal/repo"
+	"github.com/ckpt/ckpt/internal/restore"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+// procExitCode maps process-level errors to exit statuses.
+func procExitCode(err error) error {
+	if errors.Is(err, dump.ErrNotFound) {
+		return withCode(exitNotFound, err)
+	}
+	return err
+}
+
+func newDumpCommand(g *globalOptions) *cobra.Command {
+	var o proccr.DumpOptions
+	c := &cobra.Command{
+		Use:   "dump PID",
+		Short: "Checkpoint a running process tree",
+		Long: `Checkpoint the process tree rooted at PID (every process and thread) into
+the repository and print the checkpoint's ID. The tree is frozen while it is
+saved; once the checkpoint is committed it is killed, or resumed with
+--leave-running. If anything fails, the tree is resumed untouched.
+
+The checkpoint is named --name (default: the process's command name); a dump
+stores only the memory pages that changed since the newest checkpoint of that
+name. Restore it with 'ckpt restore ID' or 'ckpt restore NAME'.
+
+Supported: threads, child processes, pipes and FIFOs inside the tree, regular
+files, /dev/null, /dev/zero, /dev/urandom, terminals and pipes on stdio.
+Sockets, epoll, eventfd and shared memory are refused with a message naming
+the process, fd and kind.`,
+		Example: `  ckpt dump 4242
+  ckpt dump --name sim --leave-running 4242`,
+		Args: exactArgs(1, "one PID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			pid, err := strconv.Atoi(args[0])
+			if err != nil || pid <= 0 {
+				return usageError("dump: %q is not a PID", args[0])
+			}
+			r, err := g.openRepo(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			bar := progress.New(stderrFile(g), "dumping", 0)
+			o.Progress = bar.Add
+			res, err := proccr.Dump(ctx, r, pid, o)
+			bar.Done()
+			if err != nil && res == nil {
+				return procExitCode(err)
+			}
+			fmt.Fprintln(g.stdout, res.Manifest.ID())
+			for _, w := range res.Tree.Warnings {
+				g.warnf("%s", w)
+			}
+			st := res.Stats
+			fmt.Fprintf(g.stderr, "dumped %d process(es) as %s: %s of memory, %s new (%s stored)\n",
+				len(res.Tree.Processes), res.Manifest.Ref(), progress.Bytes(st.Bytes), progress.Bytes(st.NewBytes), progress.Bytes(st.StoredBytes))
+			return err
+		},
+	}
+	c.Flags().StringVar(&o.Name, "name", "", "checkpoint name (default: the process's command name)")
+	c.Flags().BoolVar(&o.LeaveRunning, "leave-running", false, "let the tree run on after the dump instead of killing it")
+	c.Flags().BoolVar(&o.Full, "full", false, "store every page, not only those changed since the previous checkpoint")
+	return c
+}
+
+// restoreNewest restores ref; for a bare NAME it falls back to older
+// checkpoints when the newest is damaged.
+func restoreNewest(ctx context.Context, g *globalOptions, r *repo.Repository, ref string, opts restore.Options) (*restore.Result, *repo.Manifest, error) {
+	ms, err := r.Resolve(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	var firstErr error
+	for _, m := range ms {
+		bar := progress.New(stderrFile(g), "restoring", int64(m.StoredBytes()))
+		res, err := proccr.Restore(ctx, r, m, opts, bar.Add)
+		bar.Done()
+		if err == nil {
+			return res, m, nil
+		}
+		if !errors.Is(err, repo.ErrCorrupt) || len(ms) == 1 {
+			return nil, nil, err
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		g.warnf("skipping %s (%s): %v", m.Ref(), m.ID()[:12], firstLine(err))
+	}
+	return nil, nil, fmt.Errorf("no checkpoint of %q could be restored: %w", ref, firstErr)
+}
+
+func newRestoreCommand(g *globalOptions) *cobra.Command {
+	var detach bool
+	var inherit []string
+	c := &cobra.Command{
+		Use:   "restore ID|NAME",
+		Short: "Restore a checkpointed process tree",
+		Long: `Rebuild the process tree of a checkpoint with its original PIDs and let it
+continue. The program is not re-executed: its memory, registers, files,
+pipes and signal state are put back as they were.
+
+By default restore stays in the foreground as the parent of the restored
+root, forwards signals to it and exits with its status (128+N if it died of
+signal N). With --detach it prints the root's PID and returns.
+
+Stdio that led outside the tree (a terminal, a pipe from a shell) is replaced
+by restore's own stdin, stdout and stderr. Other fds that led outside are
+given as --inherit-fd PATH=FD (PATH as 'ckpt inspect' shows it, FD an open fd
+of restore); the rest get /dev/null and a warning.
+
+A PID still taken by a dying process is waited for briefly; one taken by a
+live process is an error that names it. Mapped files that changed since the
+dump are refused.`,
+		Example: `  ckpt restore sim
+  ckpt restore --detach 3fa9c2d1
+  ckpt restore --inherit-fd 'pipe:[81234]=3' sim 3</some/fifo`,
+		Args: exactArgs(1, "one checkpoint reference"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			r, err := g.openRepo(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			opts := restore.Options{Detach: detach, InheritFDs: map[string]*os.File{}}
+			for _, spec := range inherit {
+				path, fdStr, ok := strings.Cut(spec, "=")
+				fd, err := strconv.Atoi(fdStr)
+				if !ok || err != nil || fd < 0 {
+					return usageError("--inherit-fd %q: want PATH=FD", spec)
+				}
+				opts.InheritFDs[path] = os.NewFile(uintptr(fd), path)
+			}
+			// Forward signals from the moment the tree exists.
+			sigs := make(chan os.Signal, 8)
+			if !detach {
+				signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+				defer signal.Stop(sigs)
+			}
+			res, m, err := restoreNewest(context.WithoutCancel(ctx), g, r, args[0], opts)
+			if err != nil {
+				if !detach {
+					return withCode(exitFailedRestore(err), err)
+				}
+				return err
+			}
+			for _, w := range res.Warnings {
+				g.warnf("%s", w)
+			}
+			if detach {
+				fmt.Fprintln(g.stdout, res.Root)
+				return nil
+			}
+			fmt.Fprintf(g.stderr, "restored %s: %d process(es), root PID %d\n", m.Ref(), len(res.PIDs), res.Root)
+			done := make(chan struct{})
+			go func() {
+				for {
+					select {
+					case s := <-sigs:
+						res.Signal(s.(syscall.Signal))
+					case <-done:
+						return
+					}
+				}
+			}()
+			ws, err := res.Wait()
+			close(done)
+			if err != nil {
+				return withCode(exitUnknown, fmt.Errorf("waiting for the restored process %d: %w", res.Root, err))
+			}
+			return programStatus(ws)
+		},
+	}
+	c.Flags().BoolVar(&detach, "detach", false, "print the restored root's PID and return instead of waiting for it")
+	c.Flags().StringArrayVar(&inherit, "inherit-fd", nil, "give an outside fd to the tree: PATH=FD (repeatable)")
+	return c
+}
+
+// exitFailedRestore: a foreground restore that failed before the program
+// ran reports ckpt's own failure with the usual statuses.
+func exitFailedRestore(err error) int {
+	if c := exitCode(err); c != exitFailed {
+		return c
+	}
+	return exitFailed
+}
+
+// programStatus turns the program's wait status into ckpt's exit status.
+func programStatus(ws unix.WaitStatus) error {
+	switch {
+	case ws.Exited():
+		if ws.ExitStatus() == 0 {
+			return nil
+		}
+		return &exitError{ws.ExitStatus(), silentError{}}
+	case ws.Signaled():
+		return &exitError{128 + int(ws.Signal()), silentError{}}
+	}
+	return &exitError{exitUnknown, fmt.Errorf("unexpected wait status %#x", uint32(ws))}
+}
