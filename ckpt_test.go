@@ -244,7 +244,7 @@ func short(v any) string {
 func TestProtectRejects(t *testing.T) {
 	j := open(t, "rejects", ckpt.WithBackend(backend.NewMem()))
 	var nilp *int64
-	type unexported struct{ a int }
+	type unexported struct{ _ int }
 	for _, c := range []struct {
 		name string
 		v    any

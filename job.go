@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -124,8 +123,10 @@ func Open(name string, opts ...Option) (*Job, error) {
 func openDir(ctx context.Context, dir string, key []byte) (*repo.Repository, error) {
 	r, err := repo.OpenDir(ctx, dir, key, true)
 	if err != nil && key != nil && errors.Is(err, repo.ErrNotRepository) {
-		if ents, rerr := os.ReadDir(dir); errors.Is(rerr, os.ErrNotExist) || rerr == nil && len(ents) == 0 {
-			return repo.InitDir(ctx, dir, repo.InitOptions{Key: key})
+		// OpenDir creates plain repositories only; InitDir refuses a
+		// directory that holds anything.
+		if r, ierr := repo.InitDir(ctx, dir, repo.InitOptions{Key: key}); ierr == nil {
+			return r, nil
 		}
 	}
 	return r, err

@@ -78,7 +78,32 @@ func InitDir(ctx context.Context, dir string, opts InitOptions) (*Repository, er
 	return Init(ctx, be, opts)
 }
 
+// emptyDir reports whether dir is missing, empty, or holds only the
+// directory skeleton of an InitDir that was interrupted before its config
+// was stored. Nothing else can be in such a skeleton (nothing is written
+// before the config), so it may be initialised again; otherwise a crash
+// during the first use would leave a directory that can never be opened.
 func emptyDir(dir string) bool {
 	ents, err := os.ReadDir(dir)
-	return errors.Is(err, os.ErrNotExist) || err == nil && len(ents) == 0
+	if errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		switch e.Name() {
+		case "chunks", "levels", "locks", "tmp":
+		case "manifests":
+			if m, err := os.ReadDir(filepath.Join(dir, "manifests")); err != nil || len(m) > 0 {
+				return false
+			}
+		default:
+			return false
+		}
+		if !e.IsDir() {
+			return false
+		}
+	}
+	return true
 }

@@ -2,9 +2,12 @@ package repo
 
 import (
 	"context"
+	"errors"
+	"os"
 	"testing"
 
 	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/vfs"
 )
 
 // A damaged chunk is dropped, and rewriting its content heals the
@@ -48,5 +51,33 @@ func TestDropDamagedAndRewrite(t *testing.T) {
 	}
 	if st := w.Stats(); st.DedupChunks != 0 || st.NewChunks == 0 || st.Bytes != int64(len(data)) {
 		t.Fatalf("rewrite stats %+v", st)
+	}
+}
+
+// A first use killed after the skeleton was made but before the config was
+// stored leaves a directory that the next first use initialises.
+func TestOpenDirAfterInterruptedInit(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir() + "/repo"
+	if _, err := backend.CreateLocal(vfs.OS, dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDir(ctx, dir, nil, false); !errors.Is(err, ErrNotRepository) {
+		t.Fatalf("open without create: %v", err)
+	}
+	r, err := OpenDir(ctx, dir, nil, true)
+	if err != nil {
+		t.Fatalf("open with create: %v", err)
+	}
+	writeCkpt(t, r, "job", nil, map[string][]byte{"x": []byte("hello")})
+	// Now it holds a repository: never initialised again.
+	if _, err := InitDir(ctx, dir, InitOptions{}); !errors.Is(err, ErrExists) {
+		t.Fatalf("init over a repository: %v", err)
+	}
+	if err := os.Remove(dir + "/config"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDir(ctx, dir, nil, true); err == nil {
+		t.Fatal("a directory with manifests but no config was initialised again")
 	}
 }
