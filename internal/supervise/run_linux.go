@@ -97,14 +97,22 @@ func (s *sup) save() {
 func (s *sup) start() (int, error) {
 	cmd := exec.Command(s.o.Command[0], s.o.Command[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if !isTerminal(os.Stdin) {
+		// Batch use: schedulers signal the whole process group on
+		// preemption; the program must not die of the SIGTERM before ckpt
+		// has checkpointed it. Interactive use keeps the terminal's group
+		// so that the program can read the terminal and get ^C.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("%w: starting %s: %v", ErrSupervisor, s.o.Command[0], err)
 	}
 	// The process is reaped by the loop through its pidfd, not by cmd.Wait.
+	pid := cmd.Process.Pid
 	cmd.Process.Release()
-	s.job.State, s.job.PID = StateRunning, cmd.Process.Pid
+	s.job.State, s.job.PID = StateRunning, pid
 	s.save()
-	return cmd.Process.Pid, nil
+	return pid, nil
 }
 
 func (s *sup) restore(ctx context.Context) (int, error) {
@@ -265,4 +273,9 @@ func watchExit(pid int) (<-chan unix.WaitStatus, error) {
 		ch <- ws
 	}()
 	return ch, nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
