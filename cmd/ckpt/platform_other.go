@@ -14,3 +14,7 @@ func addPlatformCommands(root *cobra.Command, g *globalOptions) {}
 func inspectKind(ctx context.Context, g *globalOptions, r *repo.Repository, m *repo.Manifest) error {
 	return nil
 }
+
+func demoProcess(ctx context.Context, g *globalOptions, r *repo.Repository, name string) (bool, error) {
+	return true, nil
+}
