@@ -85,7 +85,7 @@ func demoProcess(ctx context.Context, g *globalOptions, r *repo.Repository, name
 		cmd.Wait()
 		return false, err
 	}
-	cmd.Wait() // reap the killed process so its PID is free again
+	cmd.Wait()                // reap the killed process so its PID is free again
 	at := countLines(out) - 2 // the start line, then one line per step
 	fmt.Fprintf(g.stdout, "process demo: dumped at step %d as %s (%s), process killed\n", at, res.Manifest.ID()[:12], res.Manifest.Ref())
 	rr, err := proccr.Restore(ctx, r, res.Manifest, restore.Options{}, nil)

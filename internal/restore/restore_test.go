@@ -137,3 +137,17 @@ func TestPython(t *testing.T) {
 	rs, ready := cycle(t, py, "-c", pyScript)
 	rs.expectPass(t, ready)
 }
+
+func TestThreads(t *testing.T) {
+	proctest.RequireRoot(t)
+	for _, static := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dynamic", true: "static"}[static], func(t *testing.T) {
+			bin := proctest.Build(t, "threads", static)
+			rs, ready := cycle(t, bin)
+			if n := len(rs.tree.Processes[0].Threads); n != 6 {
+				t.Errorf("image has %d threads, want 6", n)
+			}
+			rs.expectPass(t, ready)
+		})
+	}
+}
