@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/repo"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CKPT_REQUIRE_ROOT") == "1" {
+		t.Fatal("needs root (ptrace, clone3 set_tid) and CKPT_REQUIRE_ROOT=1 is set")
+	}
+	t.Skip("skipping: needs root for ptrace and clone3 set_tid (CKPT_REQUIRE_ROOT=1 makes this fail instead)")
+}
+
+func requireTool(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("CKPT_REQUIRE_ROOT") == "1" {
+			t.Fatalf("%s is missing (.ci/run installs it)", path)
+		}
+		t.Skipf("%s is not installed", path)
+	}
+}
+
+// waitFor polls cond (a file growing, a process starting) until it holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// dumpKillRestore runs cmd to completion twice: once uninterrupted, then
+// dumped when ready() says it is mid-way, killed, and restored in the
+// foreground. It returns the outputs of both (read by output()).
+func dumpKillRestore(t *testing.T, name string, mk func(out string) *exec.Cmd, ready func(out string) bool) (want, got []byte) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	// Uninterrupted run.
+	outA := filepath.Join(dir, "a.out")
+	if out, err := mk(outA).CombinedOutput(); err != nil {
+		t.Fatalf("uninterrupted run: %v: %s", err, out)
+	}
+	want, _ = os.ReadFile(outA)
+	// Interrupted run.
+	outB := filepath.Join(dir, "b.out")
+	cmd := mk(outB)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	waitFor(t, name+" to make progress", func() bool { return ready(outB) })
+	r := ckpt(t, repoDir, "dump", "--name", name, fmt.Sprint(pid))
+	if r.code != 0 {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("dump: exit %d: %s", r.code, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	if len(id) != 64 {
+		t.Fatalf("dump printed %q, want one ID", r.stdout)
+	}
+	ws, _ := cmd.Process.Wait()
+	if ws.Success() {
+		t.Fatalf("%s finished before the dump killed it: make it slower", name)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Fatalf("process %d still exists after the dump", pid)
+	}
+	r = ckpt(t, repoDir, "restore", id[:12])
+	if r.code != 0 {
+		t.Fatalf("restore: exit %d: %s", r.code, r.stderr)
+	}
+	got, _ = os.ReadFile(outB)
+	return want, got
+}
+
+func TestPython3(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/bin/python3")
+	script := filepath.Join(t.TempDir(), "p.py")
+	os.WriteFile(script, []byte(`import sys, time, hashlib
+out = open(sys.argv[1], "w")
+h = hashlib.sha256()
+for i in range(150):
+    h.update(str(i).encode())
+    out.write(f"{i} {h.hexdigest()}\n"); out.flush()
+    time.sleep(0.01)
+`), 0o600)
+	want, got := dumpKillRestore(t, "py", func(out string) *exec.Cmd {
+		return exec.Command("/usr/bin/python3", script, out)
+	}, func(out string) bool { return fileSize(out) > 3000 })
+	if string(got) != string(want) {
+		t.Fatalf("python3 output differs after dump/kill/restore:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestPerl(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/bin/perl")
+	want, got := dumpKillRestore(t, "perl", func(out string) *exec.Cmd {
+		return exec.Command("/usr/bin/perl", "-e", `open(my $o, ">", $ARGV[0]) or die; $o->autoflush(1);
+my $x = 7; for my $i (0..199) { $x = ($x * 1103515245 + 12345) % 2147483648; print $o "$i $x\n"; select(undef,undef,undef,0.01); }`, out)
+	}, func(out string) bool { return fileSize(out) > 400 })
+	if string(got) != string(want) {
+		t.Fatalf("perl output differs:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestXz(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/bin/xz")
+	dir := t.TempDir()
+	in := filepath.Join(dir, "input")
+	// Compressible, not trivially: numbered lines with pseudo-random words.
+	var b strings.Builder
+	x := uint32(1)
+	for b.Len() < 6<<20 {
+		x = x*1664525 + 1013904223
+		fmt.Fprintf(&b, "%d %08x %s\n", b.Len(), x, strings.Repeat(string(rune('a'+x%26)), int(x%40)))
+	}
+	os.WriteFile(in, []byte(b.String()), 0o600)
+	want, got := dumpKillRestore(t, "xz", func(out string) *exec.Cmd {
+		return exec.Command("/bin/sh", "-c", `exec /usr/bin/xz -6 -T1 -c "$1" > "$2"`, "sh", in, out)
+	}, func(out string) bool { return fileSize(out) > 32<<10 })
+	if len(got) == 0 || string(got) != string(want) {
+		t.Fatalf("xz output differs after dump/kill/restore (%d vs %d bytes)", len(got), len(want))
+	}
+}
+
+// TestVerifyNamesDamage: a flipped byte in a chunk is reported with the
+// checkpoint and object, exit status 4.
+func TestVerifyNamesDamage(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	ctx := context.Background()
+	r, err := repo.InitDir(ctx, dir, repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := r.NewWriter(ctx, repo.WriterOptions{Name: "job", Kind: repo.KindLibrary})
+	ow, _ := w.Create("grid", "float64", nil)
+	data := make([]byte, 100<<10)
+	for i := range data {
+		data[i] = byte(i * 7 % 251)
+	}
+	ow.Write(data)
+	m, err := w.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, ckpt(t, dir, "verify"), exitOK, "verify of a sound repository")
+	id := m.Chunks[0].ID
+	p := filepath.Join(dir, "chunks", id[:2], id)
+	b, _ := os.ReadFile(p)
+	b[len(b)-1] ^= 1
+	os.WriteFile(p, b, 0o600)
+	res := ckpt(t, dir, "verify", "job")
+	wantCode(t, res, exitDamaged, "verify of a damaged chunk")
+	if !strings.Contains(res.stderr, m.ID()[:12]) || !strings.Contains(res.stderr, `"grid"`) || !strings.Contains(res.stderr, id[:12]) {
+		t.Fatalf("verify must name checkpoint, object and chunk: %s", res.stderr)
+	}
+	wantCode(t, ckpt(t, dir, "rm", "job"), exitOK, "rm")
+	res = ckpt(t, dir, "gc")
+	wantCode(t, res, exitOK, "gc")
+	if !strings.Contains(res.stderr, "removed") {
+		t.Fatalf("gc says nothing: %s", res.stderr)
+	}
+	wantCode(t, ckpt(t, dir, "inspect", "job"), exitNotFound, "inspect after rm")
+}
