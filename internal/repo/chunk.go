@@ -124,16 +124,75 @@ func (r *Repository) hashID(plain []byte) ID {
 	return id
 }
 
-// encodeChunk builds the chunk blob for plain bytes whose ID is id. scratch
-// may be reused for the compressed payload.
-func (r *Repository) encodeChunk(id ID, plain []byte, codec Codec) ([]byte, Codec) {
+// chunkScratch holds one writer worker's reusable buffers, so that
+// encoding a chunk allocates nothing in the steady state: a checkpoint of
+// gigabytes would otherwise make as much garbage, and the heap (and RSS)
+// would grow by that much before the collector caught up.
+type chunkScratch struct {
+	blob   []byte
+	sample []byte
+}
+
+// sampleLen and samples: how much of a large chunk auto mode compresses
+// to decide whether compressing all of it pays.
+const (
+	sampleLen = 8 << 10
+	samples   = 4
+)
+
+// worthCompressing guesses from evenly spread samples whether s2 pays on
+// plain. Trying s2 on a whole incompressible chunk costs about as much as
+// hashing it (random or already compressed data, the common case for
+// numeric state); the samples cost a few percent.
+func worthCompressing(plain []byte, sc *chunkScratch) bool {
+	if len(plain) < 8*sampleLen {
+		return true
+	}
+	if n := s2.MaxEncodedLen(sampleLen); cap(sc.sample) < n {
+		sc.sample = make([]byte, n)
+	}
+	total, comp := 0, 0
+	for k := range samples {
+		off := (len(plain) - sampleLen) * k / (samples - 1)
+		comp += len(s2.Encode(sc.sample, plain[off:off+sampleLen]))
+		total += sampleLen
+	}
+	return compressionPays(comp, total)
+}
+
+// encodeChunk builds the chunk blob for plain bytes whose ID is id. The
+// blob may live in sc (valid until the next call with sc) or, when head is
+// not nil, in head: head[:chunkHeaderLen] are spare bytes right before
+// plain (head[chunkHeaderLen:] is plain), so a stored-as-is chunk needs no
+// copy. sc may be nil.
+func (r *Repository) encodeChunk(id ID, plain []byte, codec Codec, sc *chunkScratch, head []byte) ([]byte, Codec) {
+	if sc == nil {
+		sc = &chunkScratch{}
+	}
+	overhead := 0
+	if r.aead != nil {
+		overhead = r.aead.NonceSize() + r.aead.Overhead()
+	}
 	payload := plain
 	used := CodecNone
 	switch codec {
 	case CodecAuto, CodecS2:
-		c := s2.Encode(nil, plain)
-		if compressionPays(len(c), len(plain)) {
-			payload, used = c, CodecS2
+		if codec == CodecS2 || worthCompressing(plain, sc) {
+			// Compress straight into the blob buffer, after the header
+			// (and the nonce: sealing needs the payload elsewhere, so it
+			// goes at the end, past the room the sealed form needs).
+			need := chunkHeaderLen + overhead + len(plain) + s2.MaxEncodedLen(len(plain))
+			if cap(sc.blob) < need {
+				sc.blob = make([]byte, need)
+			}
+			at := chunkHeaderLen
+			if r.aead != nil {
+				at = chunkHeaderLen + overhead + len(plain)
+			}
+			c := s2.Encode(sc.blob[at:at:cap(sc.blob)], plain)
+			if compressionPays(len(c), len(plain)) {
+				payload, used = c, CodecS2
+			}
 		}
 	case CodecZstd:
 		enc, _ := zstdCodecs()
@@ -142,26 +201,46 @@ func (r *Repository) encodeChunk(id ID, plain []byte, codec Codec) ([]byte, Code
 			payload, used = c, CodecZstd
 		}
 	}
-	size := chunkHeaderLen + len(payload)
-	if r.aead != nil {
-		size += r.aead.NonceSize() + r.aead.Overhead()
-	}
-	out := make([]byte, chunkHeaderLen, size)
-	copy(out, chunkMagic)
-	out[4] = chunkVersion
-	out[5] = byte(used)
-	binary.LittleEndian.PutUint32(out[8:], uint32(len(plain)))
+	var hdr [chunkHeaderLen]byte
+	copy(hdr[:], chunkMagic)
+	hdr[4] = chunkVersion
+	hdr[5] = byte(used)
+	binary.LittleEndian.PutUint32(hdr[8:], uint32(len(plain)))
 	if r.aead == nil {
-		return append(out, payload...), used
+		if used == CodecNone && len(head) == chunkHeaderLen+len(plain) && len(plain) > 0 && &head[chunkHeaderLen] == &plain[0] {
+			copy(head, hdr[:])
+			return head, used
+		}
+		size := chunkHeaderLen + len(payload)
+		if used == CodecS2 {
+			// payload already sits at sc.blob[chunkHeaderLen:].
+			copy(sc.blob, hdr[:])
+			return sc.blob[:size], used
+		}
+		if cap(sc.blob) < size {
+			sc.blob = make([]byte, size)
+		}
+		out := sc.blob[:size]
+		copy(out, hdr[:])
+		copy(out[chunkHeaderLen:], payload)
+		return out, used
 	}
-	out[6] = flagSealed
-	nonce := out[chunkHeaderLen : chunkHeaderLen+r.aead.NonceSize()]
-	out = out[:chunkHeaderLen+r.aead.NonceSize()]
+	hdr[6] = flagSealed
+	ns := r.aead.NonceSize()
+	size := chunkHeaderLen + len(payload) + overhead
+	if cap(sc.blob) < size {
+		sc.blob = make([]byte, size) // not when payload is in sc.blob: room was made above
+	}
+	out := sc.blob[:chunkHeaderLen+ns]
+	copy(out, hdr[:])
+	nonce := out[chunkHeaderLen:]
 	if _, err := rand.Read(nonce); err != nil {
 		panic(err) // crypto/rand never fails on Linux
 	}
-	ad := append(append([]byte(nil), out[:chunkHeaderLen]...), id[:]...)
-	return r.aead.Seal(out, nonce, payload, ad), used
+	var ad [chunkHeaderLen + len(ID{})]byte
+	copy(ad[:], hdr[:])
+	copy(ad[chunkHeaderLen:], id[:])
+	return r.aead.Seal(out, nonce, payload, ad[:]), used
 }
 
 var errChunkFormat = errors.New("not a chunk")

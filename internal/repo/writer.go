@@ -77,6 +77,9 @@ type Writer struct {
 type chunkJob struct {
 	slot uint32
 	data []byte
+	// full is the pooled buffer data was filled in: chunkHeaderLen spare
+	// bytes, then data (unless an append outgrew it).
+	full []byte
 }
 
 // NewWriter starts a checkpoint. It holds the repository lock shared until
@@ -121,18 +124,19 @@ func (w *Writer) firstErr() error {
 	return nil
 }
 
-// getBuf returns a chunk buffer. Buffers are recycled, not bounded: memory
-// is bounded by the jobs channel (backpressure on submit) plus one buffer per
-// open ObjectWriter.
+// getBuf returns a chunk buffer: chunkHeaderLen spare bytes (so a chunk
+// stored as-is becomes its blob without a copy) and room for a chunk.
+// Buffers are recycled, not bounded: memory is bounded by the jobs channel
+// (backpressure on submit) plus one buffer per open ObjectWriter.
 func (w *Writer) getBuf() ([]byte, error) {
 	if err := w.firstErr(); err != nil {
 		return nil, err
 	}
 	select {
 	case b := <-w.bufs:
-		return b[:0], nil
+		return b, nil
 	default:
-		return make([]byte, 0, w.r.cfg.ChunkSize), nil
+		return make([]byte, chunkHeaderLen+w.r.cfg.ChunkSize), nil
 	}
 }
 
@@ -145,18 +149,21 @@ func (w *Writer) putBuf(b []byte) {
 
 func (w *Writer) worker() {
 	defer w.wg.Done()
+	var sc chunkScratch
 	for j := range w.jobs {
 		if w.ctx.Err() == nil {
-			if err := w.store(j); err != nil {
+			if err := w.store(j, &sc); err != nil {
 				w.fail(err)
 			}
 		}
-		w.putBuf(j.data)
+		w.putBuf(j.full)
 	}
 }
 
 // store hashes, seals and saves one chunk unless it is already stored.
-func (w *Writer) store(j chunkJob) error {
+// Backends do not keep the data passed to Save (the local one writes it to
+// a file, memory copies it), so the blob's buffers are reused at once.
+func (w *Writer) store(j chunkJob, sc *chunkScratch) error {
 	id := w.r.hashID(j.data)
 	w.mu.Lock()
 	w.table[j.slot] = ChunkRef{ID: id.String(), Len: uint32(len(j.data))}
@@ -166,7 +173,11 @@ func (w *Writer) store(j chunkJob) error {
 		w.dedupChunks.Add(1)
 		return nil
 	}
-	blob, _ := w.r.encodeChunk(id, j.data, w.opts.Codec)
+	var head []byte
+	if len(j.full) >= chunkHeaderLen+len(j.data) {
+		head = j.full[:chunkHeaderLen+len(j.data)]
+	}
+	blob, _ := w.r.encodeChunk(id, j.data, w.opts.Codec, sc, head)
 	if err := w.r.be.Save(w.ctx, backend.Handle{Kind: backend.Chunk, Name: id.String()}, blob); err != nil {
 		return fmt.Errorf("storing chunk %s: %w", short(id.String()), err)
 	}
@@ -189,17 +200,17 @@ func (r *Repository) hasChunk(ctx context.Context, id ID) bool {
 	return false
 }
 
-// submit hands a full buffer to the workers and returns its table slot.
-func (w *Writer) submit(data []byte) (uint32, error) {
+// submit hands a filled buffer to the workers and returns its table slot.
+func (w *Writer) submit(data, full []byte) (uint32, error) {
 	w.mu.Lock()
 	slot := uint32(len(w.table))
 	w.table = append(w.table, ChunkRef{})
 	w.mu.Unlock()
 	select {
-	case w.jobs <- chunkJob{slot: slot, data: data}:
+	case w.jobs <- chunkJob{slot: slot, data: data, full: full}:
 		return slot, nil
 	case <-w.ctx.Done():
-		w.putBuf(data)
+		w.putBuf(full)
 		if err := w.firstErr(); err != nil {
 			return 0, err
 		}
@@ -228,6 +239,7 @@ type ObjectWriter struct {
 	obj    Object
 	end    uint64 // offset after the last write
 	buf    []byte // chunk being filled
+	full   []byte // the pooled buffer buf lives in
 	bufExt []int  // indexes in obj.Extents waiting for buf's slot
 	closed bool
 
@@ -362,11 +374,11 @@ func (ow *ObjectWriter) pendingExt(k int) bool {
 // appendNew adds new bytes to the chunk being filled.
 func (ow *ObjectWriter) appendNew(b []byte, off uint64) error {
 	if ow.buf == nil {
-		buf, err := ow.w.getBuf()
+		full, err := ow.w.getBuf()
 		if err != nil {
 			return err
 		}
-		ow.buf = buf
+		ow.full, ow.buf = full, full[chunkHeaderLen:chunkHeaderLen]
 	}
 	coff := uint32(len(ow.buf))
 	ow.buf = append(ow.buf, b...)
@@ -388,8 +400,8 @@ func (ow *ObjectWriter) flush() error {
 	if len(ow.buf) == 0 {
 		return nil
 	}
-	slot, err := ow.w.submit(ow.buf)
-	ow.buf = nil
+	slot, err := ow.w.submit(ow.buf, ow.full)
+	ow.buf, ow.full = nil, nil
 	if err != nil {
 		return err
 	}
