@@ -194,7 +194,10 @@ func (h *Handle) release(kill bool) error {
 				if p.zombie {
 					continue
 				}
-				for _, t := range p.threads {
+				// Other threads first: the leader's death is reported
+				// only once every other thread is gone.
+				for i := len(p.threads) - 1; i >= 0; i-- {
+					t := p.threads[i]
 					for {
 						ws, err := ptrace.Wait(t.tid)
 						if err != nil || ws.Exited() || ws.Signaled() {
