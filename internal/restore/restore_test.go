@@ -151,3 +151,13 @@ func TestThreads(t *testing.T) {
 		})
 	}
 }
+
+func TestTree(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "tree", false)
+	rs, ready := cycle(t, bin, t.TempDir())
+	if n := len(rs.tree.Processes); n != 5 {
+		t.Errorf("image has %d processes, want 5", n)
+	}
+	rs.expectPass(t, ready)
+}
