@@ -161,3 +161,14 @@ func TestTree(t *testing.T) {
 	}
 	rs.expectPass(t, ready)
 }
+
+func TestMisc(t *testing.T) {
+	proctest.RequireRoot(t)
+	for _, static := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dynamic", true: "static"}[static], func(t *testing.T) {
+			bin := proctest.Build(t, "misc", static)
+			rs, ready := cycle(t, bin, t.TempDir())
+			rs.expectPass(t, ready)
+		})
+	}
+}
