@@ -33,7 +33,7 @@ func (h *Handle) collect(ctx context.Context, root int, pw image.PageWriter) (*i
 		}
 		ip, err := h.dumpProcess(p, tree, ids, pw)
 		if err != nil {
-			if _, serr := os.Stat(procfs.Path(p.pid, "stat")); serr != nil {
+			if gone(p.pid) {
 				return nil, fmt.Errorf("process %d exited during dump: %w", p.pid, err)
 			}
 			return nil, err

@@ -118,7 +118,7 @@ func freezeProcess(p *proc) error {
 				continue // the thread exited before we got it
 			}
 			if err != nil {
-				if _, serr := os.Stat(procfs.Path(p.pid, "stat")); serr != nil {
+				if gone(p.pid) {
 					return fmt.Errorf("process %d exited during dump", p.pid)
 				}
 				return fmt.Errorf("freezing thread %d of process %d: %w", tid, p.pid, err)
@@ -192,4 +192,10 @@ func freezeThread(pid, tid int) (*thread, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// gone reports whether pid has exited (vanished or a zombie).
+func gone(pid int) bool {
+	st, err := readStat(pid)
+	return err != nil || st.State == 'Z' || st.State == 'X'
 }

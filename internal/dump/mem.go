@@ -54,6 +54,8 @@ func classifyMappings(pid int, comm string, maps []procfs.MapEntry, ids *idCache
 			m.Path = ""
 		case strings.HasPrefix(e.Path, "["):
 			return nil, refuse("special mapping")
+		case e.Shared && (e.Path == "/dev/zero (deleted)" || e.Path == "/ (deleted)"):
+			return nil, refuse("shared anonymous memory")
 		case e.Deleted():
 			if e.Shared {
 				return nil, refuse("shared mapping of a deleted file (shared memory)")
