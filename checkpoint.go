@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/ckpt/ckpt/internal/repo"
@@ -83,6 +84,7 @@ func (j *Job) stage(copyLive bool) ([]staged, error) {
 	snap := make([]staged, 0, len(j.vars))
 	for _, v := range j.vars {
 		if mem, ok := v.live(); ok {
+			v.waitPrepared()
 			if !copyLive {
 				snap = append(snap, staged{v, mem})
 				continue
@@ -161,6 +163,9 @@ func (j *Job) commit(ctx context.Context, snap []staged, start time.Time, blocke
 func (j *Job) write(ctx context.Context, snap []staged, parent *repo.Manifest, rewrite bool) (*repo.Manifest, repo.WriteStats, error) {
 	w, err := j.repo.NewWriter(ctx, repo.WriterOptions{
 		Name: j.name, Kind: repo.KindLibrary, Parent: parent, Codec: j.opts.codec, Rewrite: rewrite,
+		// Two more workers than CPUs: a worker waiting for the disk in
+		// Save leaves its CPU to one that hashes.
+		Workers: runtime.GOMAXPROCS(0) + 2,
 	})
 	if err != nil {
 		return nil, repo.WriteStats{}, err

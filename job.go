@@ -156,8 +156,16 @@ func (j *Job) Protect(name string, v any) error {
 		return ErrClosed
 	}
 	j.waitInflight(context.Background())
+	defer func() {
+		// Async checkpoints copy into a staging buffer: get a large one
+		// ready while the program computes towards its first checkpoint.
+		if mem, ok := nv.live(); ok && j.opts.async && len(mem) >= parallelMin && cap(nv.staging) < len(mem) {
+			nv.prepare(len(mem))
+		}
+	}()
 	for i, old := range j.vars {
 		if old.name == name {
+			old.waitPrepared()
 			nv.staging = old.staging
 			j.vars[i] = nv
 			return nil
@@ -175,6 +183,7 @@ func (j *Job) Unprotect(name string) bool {
 	j.waitInflight(context.Background())
 	for i, v := range j.vars {
 		if v.name == name {
+			v.waitPrepared() // let the buffer go with the variable
 			j.vars = append(j.vars[:i], j.vars[i+1:]...)
 			return true
 		}

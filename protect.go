@@ -65,6 +65,40 @@ type variable struct {
 	// staging holds the variable's bytes between Checkpoint and the end of
 	// its commit; it is reused so steady-state checkpoints allocate nothing.
 	staging []byte
+	// ready is closed when prepared, a staging buffer allocated and
+	// faulted in by a background goroutine, is there; nil when none is
+	// being prepared.
+	ready    chan struct{}
+	prepared []byte
+}
+
+// prepare allocates and faults in a staging buffer of n bytes in the
+// background. Faulting in fresh memory costs several times a copy of it
+// (a gigabyte takes about a second in a virtual machine), and the first
+// checkpoint would otherwise make the program wait for it.
+func (v *variable) prepare(n int) {
+	ready := make(chan struct{})
+	v.ready = ready
+	go func() {
+		defer close(ready)
+		b := make([]byte, n)
+		for i := 0; i < n; i += 4096 {
+			b[i] = 0 // a write fault allocates the page
+		}
+		v.prepared = b
+	}()
+}
+
+// waitPrepared waits for a background prepare and adopts its buffer.
+func (v *variable) waitPrepared() {
+	if v.ready == nil {
+		return
+	}
+	<-v.ready
+	if cap(v.prepared) > cap(v.staging) {
+		v.staging = v.prepared
+	}
+	v.ready, v.prepared = nil, nil
 }
 
 var (

@@ -290,6 +290,8 @@ func measure(o options, dir, kind string) (Result, error) {
 
 // rawWrite writes size bytes of random data to a file in dir in 1 MiB
 // writes and fsyncs it: the bandwidth a commit competes with.
+var verbose = os.Getenv("CKPT_BENCH_VERBOSE") != ""
+
 func rawWrite(dir string, size int64) (float64, error) {
 	buf := make([]byte, 16<<20)
 	r := rand.New(rand.NewPCG(9, 9))
@@ -313,9 +315,13 @@ func rawWrite(dir string, size int64) (float64, error) {
 			return 0, err
 		}
 	}
+	tw := time.Since(t)
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return 0, err
+	}
+	if verbose {
+		fmt.Fprintf(os.Stderr, "raw write: written %.3fs, synced %.3fs\n", tw.Seconds(), time.Since(t).Seconds())
 	}
 	return time.Since(t).Seconds(), f.Close()
 }
