@@ -14,4 +14,3 @@ func TestShellPipeline(t *testing.T) {
 		t.Fatalf("pipeline output differs:\n%s\nwant:\n%s", got, want)
 	}
 }
-
