@@ -37,8 +37,8 @@ type result struct {
 	code           int
 }
 
-// ckpt runs the binary with the repository dir.
-func ckpt(t *testing.T, repoDir string, args ...string) result {
+// runCkpt runs the binary with the repository dir.
+func runCkpt(t *testing.T, repoDir string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(ckptBin, append([]string{"--repo", repoDir}, args...)...)
 	cmd.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
@@ -64,43 +64,43 @@ func wantCode(t *testing.T, r result, code int, what string) {
 
 func TestExitStatusesAndErrors(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "repo")
-	wantCode(t, ckpt(t, dir, "ls"), exitNotFound, "ls without a repository")
-	wantCode(t, ckpt(t, dir, "init"), exitOK, "init")
-	wantCode(t, ckpt(t, dir, "init"), exitFailed, "init twice")
-	wantCode(t, ckpt(t, dir, "nonsense"), exitUsage, "unknown command")
-	wantCode(t, ckpt(t, dir, "ls", "--bogus"), exitUsage, "unknown flag")
-	wantCode(t, ckpt(t, dir, "inspect"), exitUsage, "missing argument")
-	r := ckpt(t, dir, "inspect", "nosuchname")
+	wantCode(t, runCkpt(t, dir, "ls"), exitNotFound, "ls without a repository")
+	wantCode(t, runCkpt(t, dir, "init"), exitOK, "init")
+	wantCode(t, runCkpt(t, dir, "init"), exitFailed, "init twice")
+	wantCode(t, runCkpt(t, dir, "nonsense"), exitUsage, "unknown command")
+	wantCode(t, runCkpt(t, dir, "ls", "--bogus"), exitUsage, "unknown flag")
+	wantCode(t, runCkpt(t, dir, "inspect"), exitUsage, "missing argument")
+	r := runCkpt(t, dir, "inspect", "nosuchname")
 	wantCode(t, r, exitNotFound, "inspect of a missing checkpoint")
 	if !strings.Contains(r.stderr, "nosuchname") || r.stdout != "" {
 		t.Fatalf("message should name the reference and stdout stay empty: %+v", r)
 	}
-	r = ckpt(t, dir, "ls", "--json")
+	r = runCkpt(t, dir, "ls", "--json")
 	wantCode(t, r, exitOK, "ls --json")
 	var list []map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 0 {
 		t.Fatalf("ls --json of an empty repository: %q %v", r.stdout, err)
 	}
-	wantCode(t, ckpt(t, dir, "dump", "notapid"), exitUsage, "dump of a non-number")
-	wantCode(t, ckpt(t, dir, "dump", "999999999"), exitNotFound, "dump of a missing PID")
+	wantCode(t, runCkpt(t, dir, "dump", "notapid"), exitUsage, "dump of a non-number")
+	wantCode(t, runCkpt(t, dir, "dump", "999999999"), exitNotFound, "dump of a missing PID")
 }
 
 func TestEncryptedRepositoryCLI(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "repo")
 	key := filepath.Join(t.TempDir(), "key")
 	os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
-	wantCode(t, ckpt(t, dir, "init", "--key-file", key), exitOK, "init with a key")
-	r := ckpt(t, dir, "ls")
+	wantCode(t, runCkpt(t, dir, "init", "--key-file", key), exitOK, "init with a key")
+	r := runCkpt(t, dir, "ls")
 	wantCode(t, r, exitFailed, "ls without the key")
 	if !strings.Contains(r.stderr, "key") {
 		t.Fatalf("no mention of the key: %s", r.stderr)
 	}
 	other := filepath.Join(t.TempDir(), "other")
 	os.WriteFile(other, []byte("another key, long enough"), 0o600)
-	r = ckpt(t, dir, "ls", "--key-file", other)
+	r = runCkpt(t, dir, "ls", "--key-file", other)
 	wantCode(t, r, exitFailed, "ls with the wrong key")
 	if !strings.Contains(r.stderr, "wrong key") {
 		t.Fatalf("wrong key not named: %s", r.stderr)
 	}
-	wantCode(t, ckpt(t, dir, "ls", "--key-file", key), exitOK, "ls with the key")
+	wantCode(t, runCkpt(t, dir, "ls", "--key-file", key), exitOK, "ls with the key")
 }

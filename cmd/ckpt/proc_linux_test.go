@@ -74,7 +74,7 @@ func dumpKillRestore(t *testing.T, name string, mk func(out string) *exec.Cmd, r
 	}
 	pid := cmd.Process.Pid
 	waitFor(t, name+" to make progress", func() bool { return ready(outB) })
-	r := ckpt(t, repoDir, "dump", "--name", name, fmt.Sprint(pid))
+	r := runCkpt(t, repoDir, "dump", "--name", name, fmt.Sprint(pid))
 	if r.code != 0 {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -91,7 +91,7 @@ func dumpKillRestore(t *testing.T, name string, mk func(out string) *exec.Cmd, r
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 		t.Fatalf("process %d still exists after the dump", pid)
 	}
-	r = ckpt(t, repoDir, "restore", id[:12])
+	r = runCkpt(t, repoDir, "restore", id[:12])
 	if r.code != 0 {
 		t.Fatalf("restore: exit %d: %s", r.code, r.stderr)
 	}
@@ -172,22 +172,22 @@ func TestVerifyNamesDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, ckpt(t, dir, "verify"), exitOK, "verify of a sound repository")
+	wantCode(t, runCkpt(t, dir, "verify"), exitOK, "verify of a sound repository")
 	id := m.Chunks[0].ID
 	p := filepath.Join(dir, "chunks", id[:2], id)
 	b, _ := os.ReadFile(p)
 	b[len(b)-1] ^= 1
 	os.WriteFile(p, b, 0o600)
-	res := ckpt(t, dir, "verify", "job")
+	res := runCkpt(t, dir, "verify", "job")
 	wantCode(t, res, exitDamaged, "verify of a damaged chunk")
 	if !strings.Contains(res.stderr, m.ID()[:12]) || !strings.Contains(res.stderr, `"grid"`) || !strings.Contains(res.stderr, id[:12]) {
 		t.Fatalf("verify must name checkpoint, object and chunk: %s", res.stderr)
 	}
-	wantCode(t, ckpt(t, dir, "rm", "job"), exitOK, "rm")
-	res = ckpt(t, dir, "gc")
+	wantCode(t, runCkpt(t, dir, "rm", "job"), exitOK, "rm")
+	res = runCkpt(t, dir, "gc")
 	wantCode(t, res, exitOK, "gc")
 	if !strings.Contains(res.stderr, "removed") {
 		t.Fatalf("gc says nothing: %s", res.stderr)
 	}
-	wantCode(t, ckpt(t, dir, "inspect", "job"), exitNotFound, "inspect after rm")
+	wantCode(t, runCkpt(t, dir, "inspect", "job"), exitNotFound, "inspect after rm")
 }
