@@ -191,3 +191,17 @@ func TestVerifyNamesDamage(t *testing.T) {
 	}
 	wantCode(t, runCkpt(t, dir, "inspect", "job"), exitNotFound, "inspect after rm")
 }
+
+// TestDemo runs the README's first command.
+func TestDemo(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/bin/python3")
+	dir := filepath.Join(t.TempDir(), "repo")
+	r := runCkpt(t, dir, "demo")
+	wantCode(t, r, exitOK, "demo")
+	for _, want := range []string{"process demo: output of the restored run vs an uninterrupted run: MATCH", "library demo: MATCH", "demo: all results match"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
