@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ckpt/ckpt"
+	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/zeebo/xxh3"
 )
 
@@ -40,6 +41,8 @@ type options struct {
 	codec   string
 	prof    string
 	rounds  int
+	settle  time.Duration
+	chunk   int64
 }
 
 func main() {
@@ -52,6 +55,9 @@ func main() {
 	flag.StringVar(&o.codec, "codec", "auto", "chunk codec: auto, none, s2, zstd")
 	flag.BoolVar(&o.keep, "keep", false, "keep the repository afterwards")
 	flag.BoolVar(&o.json, "json", false, "print results as JSON")
+	flag.DurationVar(&o.settle, "settle", 5*time.Second, "pause before each raw write and each full commit, so that neither pays for the write-back of the other")
+	var chunk string
+	flag.StringVar(&chunk, "chunk", "", "create the repository with this chunk size (default: the repository default)")
 	flag.IntVar(&o.rounds, "rounds", 3, "full checkpoints (each after a raw write) per data kind")
 	flag.StringVar(&o.prof, "cpuprofile", "", "write a CPU profile of the checkpoints to this file")
 	flag.Parse()
@@ -59,6 +65,12 @@ func main() {
 	if o.size, err = parseSize(size); err != nil {
 		fmt.Fprintln(os.Stderr, "lib:", err)
 		os.Exit(2)
+	}
+	if chunk != "" {
+		if o.chunk, err = parseSize(chunk); err != nil {
+			fmt.Fprintln(os.Stderr, "lib:", err)
+			os.Exit(2)
+		}
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "lib:", err)
@@ -201,6 +213,13 @@ func measure(o options, dir, kind string) (Result, error) {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	if o.chunk > 0 {
+		r, err := repo.InitDir(ctx, repoDir, repo.InitOptions{ChunkSize: int(o.chunk)})
+		if err != nil {
+			return res, err
+		}
+		r.Close()
+	}
 	resetPeakRSS()
 	job, err := ckpt.Open("bench", ckpt.WithDir(repoDir), ckpt.WithCodec(o.codec), ckpt.WithKeep(2), ckpt.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -222,7 +241,11 @@ func measure(o options, dir, kind string) (Result, error) {
 	}
 	var ratios []float64
 	for round := range o.rounds {
-		// (b) baseline: sequential write + fsync of the same size.
+		// (b) baseline: sequential write + fsync of the same size. On a
+		// virtual disk a large write is followed by seconds of write-back
+		// below the guest, which slows whatever writes next: let it settle
+		// before each measurement.
+		time.Sleep(o.settle)
 		raw, err := rawWrite(dir, res.Bytes)
 		if err != nil {
 			return res, err
@@ -230,6 +253,7 @@ func measure(o options, dir, kind string) (Result, error) {
 		if round > 0 {
 			fill(kind, uint64(round)+1, data) // every page changes: a full commit
 		}
+		time.Sleep(o.settle)
 		b, c, err := checkpoint()
 		if err != nil {
 			return res, err
