@@ -129,7 +129,9 @@ func TestKilledJobOutputIsExactlyOnce(t *testing.T) {
 		var err error
 		select {
 		case err = <-done:
-		case <-time.After(time.Duration(rng.Int64N(int64(40 * time.Millisecond)))):
+		// The window grows with each run, so that a slow machine (or
+		// -race) still lets a run get past its start and finish.
+		case <-time.After(time.Duration(rng.Int64N(int64(40*time.Millisecond + time.Duration(run)*2*time.Millisecond)))):
 			cmd.Process.Signal(syscall.SIGKILL)
 			err = <-done
 		}

@@ -156,7 +156,10 @@ func TestKillAndResumeIsBitIdentical(t *testing.T) {
 				sc.Scan()
 				line <- sc.Text()
 			}()
-			timer := time.AfterFunc(time.Duration(rng.Int64N(int64(60*time.Millisecond))), func() { cmd.Process.Signal(syscall.SIGKILL) })
+			// The window grows with each run, so that a slow machine (or
+			// -race) still lets a run get past its restore and finish.
+			window := 60*time.Millisecond + time.Duration(run)*5*time.Millisecond
+			timer := time.AfterFunc(time.Duration(rng.Int64N(int64(window))), func() { cmd.Process.Signal(syscall.SIGKILL) })
 			l := <-line
 			err := cmd.Wait()
 			timer.Stop()
