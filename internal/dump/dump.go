@@ -131,6 +131,15 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 		return nil, err
 	}
 	tree, err := h.collect(ctx, pid, pw)
+	if err == nil {
+		// A process that died while we read it gave an image of nothing.
+		for _, p := range h.procs {
+			if !p.zombie && gone(p.pid) {
+				err = fmt.Errorf("process %d exited during dump", p.pid)
+				break
+			}
+		}
+	}
 	if err != nil {
 		h.release(false)
 		return nil, err

@@ -185,8 +185,15 @@ func peekPipe(pid, num int) ([]byte, int, error) {
 		return nil, 0, fmt.Errorf("tee: %w", err)
 	}
 	data := make([]byte, n)
-	if _, err := io.ReadFull(os.NewFile(uintptr(p[0]), "peek"), data); err != nil {
-		return nil, 0, err
+	for got := 0; got < len(data); {
+		m, err := unix.Read(p[0], data[got:])
+		if err != nil {
+			return nil, 0, err
+		}
+		if m == 0 {
+			return nil, 0, io.ErrUnexpectedEOF
+		}
+		got += m
 	}
 	return data, size, nil
 }

@@ -166,7 +166,9 @@ type Proc struct {
 
 // Lines delivers the lines read from a pipe.
 type Lines struct {
-	ch  chan string
+	// Diag, if set, is called for extra context when Expect fails.
+	Diag func() string
+	ch   chan string
 	mu  sync.Mutex
 	all []string
 }
@@ -206,7 +208,11 @@ func (l *Lines) Expect(t testing.TB, prefix string) string {
 				t.Fatalf("fixture: %s", s)
 			}
 		case <-timeout:
-			t.Fatalf("timed out waiting for %q; got %q", prefix, l.All())
+			diag := ""
+			if l.Diag != nil {
+				diag = l.Diag()
+			}
+			t.Fatalf("timed out waiting for %q; got %q\n%s", prefix, l.All(), diag)
 		}
 	}
 }
@@ -276,4 +282,26 @@ func State(pid int) byte {
 		return 0
 	}
 	return b[i+2]
+}
+
+// Describe returns what /proc says about pid's threads: state, wchan,
+// current syscall, signal masks. For failure messages.
+func Describe(pid int) string {
+	var b strings.Builder
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, e := range ents {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, e.Name())
+		stat, _ := os.ReadFile(dir + "stat")
+		wchan, _ := os.ReadFile(dir + "wchan")
+		sc, _ := os.ReadFile(dir + "syscall")
+		st, _ := os.ReadFile(dir + "status")
+		var sig []string
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "Sig") || strings.HasPrefix(l, "ShdPnd") || strings.HasPrefix(l, "State") {
+				sig = append(sig, l)
+			}
+		}
+		fmt.Fprintf(&b, "task %s: %s\n  wchan %s syscall %s\n  %s\n", e.Name(), stat, wchan, sc, strings.Join(sig, " "))
+	}
+	return b.String()
 }

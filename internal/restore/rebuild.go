@@ -472,20 +472,25 @@ func (r *restorer) release(p *rproc) error {
 	return nil
 }
 
-const errRestartRestartblock = 516
+const (
+	errRestartNoHand       = 514
+	errRestartRestartblock = 516
+)
 
 // fixRestart prepares the registers of a thread that was stopped inside a
-// system call. The detach makes the kernel run its own restart logic on the
-// registers we set, so -ERESTARTSYS/-ERESTARTNOINTR/-ERESTARTNOHAND are left
-// verbatim (the kernel re-executes the call). -ERESTART_RESTARTBLOCK would
-// become restart_syscall, whose restart block did not survive: re-execute
-// the original call instead (a relative sleep starts over), and clear
-// orig_rax so the kernel does not fix it up a second time.
+// system call. PTRACE_DETACH leaves the kernel's restart logic to run on
+// the registers we set, so -ERESTARTSYS, -ERESTARTNOINTR and
+// -ERESTARTNOHAND are left verbatim: the kernel re-executes the call, or
+// returns EINTR when a handler runs, exactly as if the process had never
+// stopped. -ERESTART_RESTARTBLOCK would become restart_syscall, whose
+// restart block did not survive (the program would see EINTR): it is turned
+// into -ERESTARTNOHAND, so the original call is re-executed with its
+// original arguments (a relative sleep starts over) unless a signal handler
+// runs first, in which case the program sees EINTR as it would have. We
+// never also move rip ourselves: the kernel does that once.
 func fixRestart(r image.Regs) image.Regs {
 	if int64(r.Orig_rax) >= 0 && int64(r.Rax) == -errRestartRestartblock {
-		r.Rax = r.Orig_rax
-		r.Rip -= 2
-		r.Orig_rax = ^uint64(0)
+		r.Rax = ^uint64(errRestartNoHand - 1) // -ERESTARTNOHAND
 	}
 	return r
 }

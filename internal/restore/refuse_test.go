@@ -91,7 +91,10 @@ func TestExitDuringDump(t *testing.T) {
 	bin := proctest.Build(t, "threads", false)
 	p := proctest.Start(t, bin)
 	p.Lines.Expect(t, "READY")
-	_, err := dump.Dump(context.Background(), p.PID, dump.Options{}, &killingWriter{pid: p.PID})
+	tree, err := dump.Dump(context.Background(), p.PID, dump.Options{}, &killingWriter{pid: p.PID})
+	if err == nil {
+		_ = dump.Kill(tree)
+	}
 	if err == nil || !strings.Contains(err.Error(), "exited during dump") {
 		t.Fatalf("got %v, want an error saying the process exited during dump", err)
 	}

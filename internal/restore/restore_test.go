@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/dump"
 	"github.com/ckpt/ckpt/internal/image"
@@ -71,7 +72,9 @@ func cycle(t *testing.T, bin string, args ...string) (*restored, string) {
 		}
 		_, _ = res.Wait()
 	})
-	return &restored{res: res, lines: proctest.NewLines(r), tree: tree2}, ready
+	lines := proctest.NewLines(r)
+	lines.Diag = func() string { return proctest.Describe(res.Root) }
+	return &restored{res: res, lines: lines, tree: tree2}, ready
 }
 
 // expectPass signals the restored root with SIGUSR2 and checks PASS with the
@@ -79,6 +82,12 @@ func cycle(t *testing.T, bin string, args ...string) (*restored, string) {
 func (rs *restored) expectPass(t *testing.T, ready string) {
 	t.Helper()
 	f := strings.Fields(ready) // READY pid nonce
+	// Wait until the restored root is back asleep: a program that checks a
+	// flag and then sleeps cannot tell a signal sent before it re-entered
+	// its sleep from one sent before it checked.
+	for i := 0; i < 5000 && proctest.State(rs.res.Root) != 'S'; i++ {
+		time.Sleep(time.Millisecond)
+	}
 	if err := rs.res.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
 	if (old.sa_handler != SIG_IGN) fail("SIG_IGN");
 	sigset_t cur;
 	sigprocmask(SIG_BLOCK, NULL, &cur);
-	if (!sigismember(&cur, SIGWINCH) || sigismember(&cur, SIGUSR1)) fail("sigmask");
+	if (!sigismember(&cur, SIGWINCH) || sigismember(&cur, SIGUSR1) || !sigismember(&cur, SIGUSR2)) fail("sigmask");
 	kill(getpid(), SIGUSR1);
 	if (usr1_count != 1) fail("handler");
 	struct timespec t1;

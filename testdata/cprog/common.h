@@ -28,6 +28,12 @@ static void setup_protocol(void) {
 	struct sigaction sa = {0};
 	sa.sa_handler = on_usr2;
 	sigaction(SIGUSR2, &sa, NULL);
+	/* SIGUSR2 stays blocked except inside sigsuspend, so it cannot slip in
+	 * between the flag check and the wait. */
+	sigset_t usr2;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &usr2, NULL);
 	printf("START %d\n", getpid());
 	fflush(stdout);
 }
@@ -37,9 +43,20 @@ static void ready(void) {
 	fflush(stdout);
 }
 
-/* wait_usr2 blocks in pause() until SIGUSR2 arrives. */
+/* wait_usr2 blocks in sigsuspend() until SIGUSR2 arrives. */
 static void wait_usr2(void) {
-	while (!got_usr2) pause();
+	sigset_t m;
+	sigprocmask(SIG_BLOCK, NULL, &m);
+	sigdelset(&m, SIGUSR2);
+	while (!got_usr2) sigsuspend(&m);
+}
+
+/* unblock_usr2 is for fixtures that wait in another call (nanosleep). */
+static void unblock_usr2(void) {
+	sigset_t usr2;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	sigprocmask(SIG_UNBLOCK, &usr2, NULL);
 }
 
 static void pass(void) {

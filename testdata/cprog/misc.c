@@ -60,8 +60,10 @@ int main(int argc, char **argv) {
 	stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
 	sigaltstack(&ss, NULL);
 
+	unblock_usr2();
 	ready();
-	/* A long relative sleep; SIGUSR2 interrupts it. */
+	/* A long relative sleep; SIGUSR2 interrupts it. The test signals only
+	 * once the process sleeps again after restore. */
 	while (!got_usr2) {
 		struct timespec ts = {100000, 0};
 		nanosleep(&ts, NULL);

@@ -56,7 +56,7 @@ int main(void) {
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	for (long i = 0; i < N; i++) pthread_create(&th[i], NULL, worker, (void *)i);
 	pthread_create(&th[N], NULL, spinner, NULL);
-	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	/* SIGUSR2 stays blocked in main too; wait_usr2 unblocks it atomically. */
 	pthread_mutex_lock(&mu);
 	while (ready_count < N + 1) pthread_cond_wait(&cv, &mu);
 	pthread_mutex_unlock(&mu);
