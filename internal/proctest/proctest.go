@@ -169,8 +169,8 @@ type Lines struct {
 	// Diag, if set, is called for extra context when Expect fails.
 	Diag func() string
 	ch   chan string
-	mu  sync.Mutex
-	all []string
+	mu   sync.Mutex
+	all  []string
 }
 
 // NewLines reads lines from f until EOF.

@@ -19,8 +19,9 @@ type ObjectReader struct {
 	exts []Extent
 	size uint64
 
-	mu    sync.Mutex
-	cache []cachedChunk // most recently used last
+	mu       sync.Mutex
+	cache    []cachedChunk // most recently used last
+	inflight map[uint32]*future
 }
 
 type cachedChunk struct {
@@ -29,8 +30,12 @@ type cachedChunk struct {
 }
 
 // readerCacheChunks bounds the decoded chunks a reader keeps: enough for
-// incremental images whose extents alternate between a few chunks.
-const readerCacheChunks = 8
+// incremental images whose extents alternate between a few chunks, plus
+// the read-ahead.
+const readerCacheChunks = 12
+
+// readAhead is how many chunks a reader loads ahead of the one in use.
+const readAhead = 4
 
 // OpenObject opens the named object of m.
 func (r *Repository) OpenObject(m *Manifest, name string) (*ObjectReader, error) {
@@ -73,31 +78,109 @@ func (or *ObjectReader) ReadAt(ctx context.Context, p []byte, off uint64) (int, 
 		eof = io.EOF
 	}
 	p = p[:want]
-	clear(p)
 	end := off + uint64(want)
 	i := sort.Search(len(or.exts), func(k int) bool { return or.exts[k].Off+or.exts[k].Len > off })
+	pos := off // bytes of p before pos are filled
 	for ; i < len(or.exts) && or.exts[i].Off < end; i++ {
 		e := or.exts[i]
+		or.prefetch(ctx, i+1)
 		plain, err := or.chunk(ctx, e.Chunk)
 		if err != nil {
 			return 0, err
 		}
 		lo, hi := max(e.Off, off), min(e.Off+e.Len, end)
+		clear(p[pos-off : lo-off]) // a hole
 		copy(p[lo-off:hi-off], plain[uint64(e.ChunkOff)+(lo-e.Off):])
+		pos = hi
 	}
+	clear(p[pos-off:])
 	return want, eof
 }
 
 func (or *ObjectReader) chunk(ctx context.Context, idx uint32) ([]byte, error) {
 	or.mu.Lock()
+	if p, ok := or.cachedLocked(idx); ok {
+		or.mu.Unlock()
+		return p, nil
+	}
+	f, ok := or.inflight[idx]
+	if !ok {
+		f = or.startLocked(ctx, idx)
+	}
+	or.mu.Unlock()
+	<-f.done
+	return f.plain, f.err
+}
+
+// cachedLocked returns a cached chunk and marks it most recently used.
+func (or *ObjectReader) cachedLocked(idx uint32) ([]byte, bool) {
 	for i, c := range or.cache {
 		if c.idx == idx {
 			or.cache = append(append(or.cache[:i:i], or.cache[i+1:]...), c)
-			or.mu.Unlock()
-			return c.plain, nil
+			return c.plain, true
 		}
 	}
-	or.mu.Unlock()
+	return nil, false
+}
+
+// future is a chunk being loaded.
+type future struct {
+	done  chan struct{}
+	plain []byte
+	err   error
+}
+
+// startLocked loads chunk idx in the background; the result goes to the
+// cache and to everyone waiting on the future.
+func (or *ObjectReader) startLocked(ctx context.Context, idx uint32) *future {
+	if or.inflight == nil {
+		or.inflight = map[uint32]*future{}
+	}
+	f := &future{done: make(chan struct{})}
+	or.inflight[idx] = f
+	go func() {
+		f.plain, f.err = or.load(ctx, idx)
+		or.mu.Lock()
+		delete(or.inflight, idx)
+		if f.err == nil {
+			if len(or.cache) >= readerCacheChunks {
+				or.cache = or.cache[1:]
+			}
+			or.cache = append(or.cache, cachedChunk{idx, f.plain})
+		}
+		or.mu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
+
+// prefetch starts loading the chunks of the extents after extent i, so
+// that reading, checking and decoding overlap with the caller's use of the
+// data (a restore writing memory into a process).
+func (or *ObjectReader) prefetch(ctx context.Context, i int) {
+	or.mu.Lock()
+	defer or.mu.Unlock()
+	started := len(or.inflight)
+	for k := i; k < len(or.exts) && started < readAhead; k++ {
+		idx := or.exts[k].Chunk
+		if _, ok := or.inflight[idx]; ok {
+			continue
+		}
+		cached := false
+		for _, c := range or.cache {
+			if c.idx == idx {
+				cached = true
+				break
+			}
+		}
+		if !cached {
+			or.startLocked(ctx, idx)
+			started++
+		}
+	}
+}
+
+func (or *ObjectReader) load(ctx context.Context, idx uint32) ([]byte, error) {
 	ref := or.m.Chunks[idx]
 	id, err := ParseID(ref.ID)
 	if err != nil {
@@ -110,12 +193,6 @@ func (or *ObjectReader) chunk(ctx context.Context, idx uint32) ([]byte, error) {
 	if err != nil {
 		return nil, chunkError(or.m, or.name, id, err)
 	}
-	or.mu.Lock()
-	if len(or.cache) >= readerCacheChunks {
-		or.cache = or.cache[1:]
-	}
-	or.cache = append(or.cache, cachedChunk{idx, plain})
-	or.mu.Unlock()
 	return plain, nil
 }
 

@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -173,8 +172,4 @@ func hashBytes(b []byte) string {
 
 func (r *restorer) warn(format string, a ...any) {
 	r.res.Warnings = append(r.res.Warnings, fmt.Sprintf(format, a...))
-}
-
-func isTTYPath(p string) bool {
-	return strings.HasPrefix(p, "/dev/pts/") || strings.HasPrefix(p, "/dev/tty") || p == "/dev/console"
 }
