@@ -127,11 +127,19 @@ print("START", os.getpid(), flush=True)
 got = []
 signal.signal(signal.SIGUSR2, lambda s, f: got.append(s))
 data = {i: str(i) * 3 for i in range(100000)}
+ev = threading.Event()
+def worker():
+    ev.wait()
+    got.append("thread")
+th = threading.Thread(target=worker)
+th.start()
 digest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()
 t0 = time.monotonic()
 print("READY", os.getpid(), nonce, flush=True)
 while not got:
     time.sleep(0.05)
+ev.set()
+th.join()
 assert hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest() == digest
 assert time.monotonic() >= t0
 print("PASS", os.getpid(), nonce, flush=True)

@@ -1,0 +1,114 @@
+package restore_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/dump"
+	"github.com/ckpt/ckpt/internal/proctest"
+	"github.com/ckpt/ckpt/internal/restore"
+)
+
+// TestInheritFD restores a process whose fd 3 was a pipe to the test (outside
+// the tree) and maps it to a new pipe with Options.InheritFDs.
+func TestInheritFD(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "inherit", false)
+	r3, w3, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, outw, _ := os.Pipe()
+	cmd := exec.Command(bin)
+	cmd.Stdout, cmd.Stderr = outw, outw
+	cmd.ExtraFiles = []*os.File{w3}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	outw.Close()
+	w3.Close()
+	r3.Close()
+	lines := proctest.NewLines(out)
+	ready := lines.Expect(t, "READY")
+	pages := proctest.NewPages()
+	tree, err := dump.Dump(context.Background(), cmd.Process.Pid, dump.Options{}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key string
+	for _, fd := range tree.Processes[0].FDs {
+		if fd.Num == 3 {
+			key = fd.Path
+		}
+	}
+	if !strings.HasPrefix(key, "pipe:[") {
+		t.Fatalf("fd 3 recorded as %q", key)
+	}
+	_ = dump.Kill(tree)
+	_ = cmd.Wait()
+	proctest.WaitGone(t, cmd.Process.Pid)
+
+	nr, nw, _ := os.Pipe()
+	sr, sw, _ := os.Pipe()
+	res, err := restore.Restore(context.Background(), tree, pages, restore.Options{
+		Stdout: sw, Stderr: sw, InheritFDs: map[string]*os.File{key: nw}})
+	nw.Close()
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = res.Signal(syscall.SIGKILL); _, _ = res.Wait() }()
+	for i := 0; i < 5000 && proctest.State(res.Root) != 'S'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	_ = res.Signal(syscall.SIGUSR2)
+	slines := proctest.NewLines(sr)
+	if got := slines.Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
+		t.Errorf("got %q after %q", got, ready)
+	}
+	l, err := bufio.NewReader(nr).ReadString('\n')
+	if err != nil || l != "inherited\n" {
+		t.Errorf("inherited fd got %q, %v", l, err)
+	}
+}
+
+// TestDetach restores with Options.Detach: the root is not our child.
+func TestDetach(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "basic", true)
+	p := proctest.Start(t, bin, t.TempDir())
+	p.Lines.Expect(t, "READY")
+	pages := proctest.NewPages()
+	tree, err := dump.Dump(context.Background(), p.PID, dump.Options{}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = dump.Kill(tree)
+	p.KillAndReap(t)
+	sr, sw, _ := os.Pipe()
+	res, err := restore.Restore(context.Background(), tree, pages, restore.Options{Detach: true, Stdout: sw, Stderr: sw})
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(res.Root, syscall.SIGKILL)
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", res.Root))
+	if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); f[1] == fmt.Sprint(os.Getpid()) {
+		t.Errorf("detached root's parent is the restorer")
+	}
+	if _, err := res.Wait(); err == nil {
+		t.Error("Wait on a detached root succeeded")
+	}
+	for i := 0; i < 5000 && proctest.State(res.Root) != 'S'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	_ = res.Signal(syscall.SIGUSR2)
+	proctest.NewLines(sr).Expect(t, "PASS")
+}
