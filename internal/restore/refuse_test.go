@@ -164,3 +164,36 @@ func TestMachineChecks(t *testing.T) {
 		}
 	}
 }
+
+// failingReader fails on the first page read.
+type failingReader struct{ *proctest.Pages }
+
+func (failingReader) ReadPages(pid int, addr uint64, b []byte) error {
+	return errors.New("storage is broken")
+}
+
+// TestRestoreFailsCleanly makes restore fail half way (pages unreadable) and
+// checks the error and that no process of the image is left behind.
+func TestRestoreFailsCleanly(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "tree", false)
+	p := proctest.Start(t, bin, t.TempDir())
+	p.Lines.Expect(t, "READY")
+	pages := proctest.NewPages()
+	tree, err := dump.Dump(context.Background(), p.PID, dump.Options{}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = dump.Kill(tree)
+	p.KillAndReap(t)
+	for _, ip := range tree.Processes {
+		proctest.WaitGone(t, ip.PID)
+	}
+	_, err = restore.Restore(context.Background(), tree, failingReader{pages}, restore.Options{})
+	if err == nil || !strings.Contains(err.Error(), "storage is broken") {
+		t.Fatalf("got %v", err)
+	}
+	for _, ip := range tree.Processes {
+		proctest.WaitGone(t, ip.PID)
+	}
+}

@@ -113,7 +113,7 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	if err := tr.Do(func() error { return r.run(ctx) }); err != nil {
-		r.abort()
+		_ = tr.Do(func() error { r.abort(); return nil })
 		return nil, err
 	}
 	return r.res, nil

@@ -59,7 +59,8 @@ const (
 	cloneThreadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND | unix.CLONE_THREAD | unix.CLONE_SYSVSEM
 )
 
-// abort kills everything created so far (runs after the tracer is gone too).
+// abort kills everything created so far and collects the deaths, so no
+// zombie keeps a PID of the image. It runs on the tracer thread.
 func (r *restorer) abort() {
 	for _, p := range r.procs {
 		_ = unix.Kill(p.img.PID, unix.SIGKILL)
@@ -67,13 +68,28 @@ func (r *restorer) abort() {
 	if r.helper != 0 {
 		_ = unix.Kill(r.helper, unix.SIGKILL)
 	}
-	// Reap what is ours so no zombie keeps the PIDs.
-	var ws unix.WaitStatus
-	for _, p := range r.procs {
-		_, _ = unix.Wait4(p.img.PID, &ws, unix.WNOHANG|unix.WALL, nil)
+	reap := func(tid int) {
+		for {
+			ws, err := ptrace.Wait(tid)
+			if err != nil || ws.Exited() || ws.Signaled() {
+				return
+			}
+			_ = ptrace.Cont(tid, 0)
+		}
+	}
+	for i := len(r.procs) - 1; i >= 0; i-- {
+		p := r.procs[i]
+		if p.done {
+			continue
+		}
+		// Other threads first: the leader's death is reported last.
+		for j := len(p.threads) - 1; j >= 1; j-- {
+			reap(p.threads[j].TID)
+		}
+		reap(p.img.PID)
 	}
 	if r.helper != 0 {
-		_, _ = unix.Wait4(r.helper, &ws, unix.WALL, nil)
+		reap(r.helper)
 	}
 }
 
