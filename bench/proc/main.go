@@ -68,7 +68,7 @@ func main() {
 				mib, d, secs(median(dd)), float64(mib)/1024/median(dd).Seconds()*1.073741824,
 				secs(median(dump)), float64(mib)/1024/median(dump).Seconds(),
 				secs(median(rest)), float64(mib)/1024/median(rest).Seconds(),
-				img>>20, rssD>>10, rssR>>10, crs[0], crs[1])
+				img>>20, rssD>>20, rssR>>20, crs[0], crs[1])
 		}
 	}
 }
@@ -117,11 +117,16 @@ func startFill(memfill string, mib int) (*exec.Cmd, *bufio.Reader) {
 	return cmd, rd
 }
 
-// timed runs a command and returns its wall time and peak RSS.
+// timed runs a command and returns its wall time, peak RSS and stdout.
+// Stdout is a file, not a pipe: a detached restore hands its stdout to the
+// restored program, which would hold a pipe open.
 func timed(name string, args ...string) (time.Duration, int64, string) {
 	cmd := exec.Command(name, args...)
-	var so strings.Builder
-	cmd.Stdout = &so
+	so, err := os.CreateTemp("", "ckpt-bench-stdout-")
+	check(err)
+	defer os.Remove(so.Name())
+	defer so.Close()
+	cmd.Stdout = so
 	cmd.Stderr = os.Stderr
 	t := time.Now()
 	if err := cmd.Run(); err != nil {
@@ -129,7 +134,8 @@ func timed(name string, args ...string) (time.Duration, int64, string) {
 	}
 	d := time.Since(t)
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return d, ru.Maxrss << 10, so.String()
+	out, _ := os.ReadFile(so.Name())
+	return d, ru.Maxrss << 10, string(out)
 }
 
 func runCkpt(bin, memfill, dir string, mib int) (time.Duration, time.Duration, int64, int64, int64) {

@@ -111,6 +111,7 @@ func restoreNewest(ctx context.Context, g *globalOptions, r *repo.Repository, re
 func newRestoreCommand(g *globalOptions) *cobra.Command {
 	var detach bool
 	var inherit []string
+	var stdio [3]string
 	c := &cobra.Command{
 		Use:   "restore ID|NAME",
 		Short: "Restore a checkpointed process tree",
@@ -127,6 +128,10 @@ by restore's own stdin, stdout and stderr. Other fds that led outside are
 given as --inherit-fd PATH=FD (PATH as 'ckpt inspect' shows it, FD an open fd
 of restore); the rest get /dev/null and a warning.
 
+With --detach the restored program keeps restore's stdout: in a command
+substitution, $(ckpt restore --detach ...) would wait for the program to
+close it; give --stdout FILE (or redirect restore's stdout to a file).
+
 A PID still taken by a dying process is waited for briefly; one taken by a
 live process is an error that names it. Mapped files that changed since the
 dump are refused.`,
@@ -142,6 +147,28 @@ dump are refused.`,
 			}
 			defer r.Close()
 			opts := restore.Options{Detach: detach, InheritFDs: map[string]*os.File{}}
+			for i, p := range stdio {
+				if p == "" {
+					continue
+				}
+				flag := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+				if i == 0 {
+					flag = os.O_RDONLY
+				}
+				f, err := os.OpenFile(p, flag, 0o600)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				switch i {
+				case 0:
+					opts.Stdin = f
+				case 1:
+					opts.Stdout = f
+				case 2:
+					opts.Stderr = f
+				}
+			}
 			for _, spec := range inherit {
 				path, fdStr, ok := strings.Cut(spec, "=")
 				fd, err := strconv.Atoi(fdStr)
@@ -192,6 +219,9 @@ dump are refused.`,
 	}
 	c.Flags().BoolVar(&detach, "detach", false, "print the restored root's PID and return instead of waiting for it")
 	c.Flags().StringArrayVar(&inherit, "inherit-fd", nil, "give an outside fd to the tree: PATH=FD (repeatable)")
+	c.Flags().StringVar(&stdio[0], "stdin", "", "file for stdin that led outside the tree (default: restore's own)")
+	c.Flags().StringVar(&stdio[1], "stdout", "", "file (appended) for stdout that led outside the tree (default: restore's own)")
+	c.Flags().StringVar(&stdio[2], "stderr", "", "file (appended) for stderr that led outside the tree (default: restore's own)")
 	return c
 }
 

@@ -66,7 +66,8 @@ type Backend interface {
 	Location() string
 
 	// Save stores data under h. The blob is all-or-nothing: a reader never
-	// sees a partial blob. It need not be visible or durable before the next
+	// sees a partial blob. Save must not keep data after it returns (the
+	// caller reuses the buffer): copy it if it is needed later. It need not be visible or durable before the next
 	// Sync returns; after a crash before that Sync it may be absent, but never
 	// present and partial.
 	Save(ctx context.Context, h Handle, data []byte) error
