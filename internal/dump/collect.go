@@ -113,12 +113,8 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 			return nil, fmt.Errorf("process %d: executable: %w", p.pid, err)
 		}
 	}
-	for r := 0; r < 16; r++ {
-		var l unix.Rlimit
-		if err := unix.Prlimit(p.pid, r, nil, &l); err != nil {
-			return nil, fmt.Errorf("process %d: reading rlimit %d: %w", p.pid, r, err)
-		}
-		ip.Rlimits = append(ip.Rlimits, image.Rlimit{Resource: r, Cur: l.Cur, Max: l.Max})
+	if ip.Rlimits, err = rlimits(p.pid); err != nil {
+		return nil, err
 	}
 	mb, err := procfs.Read(p.pid, "maps")
 	if err != nil {
@@ -375,3 +371,39 @@ func inject(p *proc, ip *image.Process, mem *ptrace.Mem) (err error) {
 }
 
 func le(b []byte, off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
+
+// rlimits reads the resource limits with prlimit, or from /proc/PID/limits
+// when prlimit is refused (another uid, without CAP_SYS_RESOURCE).
+func rlimits(pid int) ([]image.Rlimit, error) {
+	var out []image.Rlimit
+	for r := 0; r < 16; r++ {
+		var l unix.Rlimit
+		err := unix.Prlimit(pid, r, nil, &l)
+		if err == unix.EPERM {
+			return rlimitsFromProc(pid)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("process %d: reading rlimit %d: %w", pid, r, err)
+		}
+		out = append(out, image.Rlimit{Resource: r, Cur: l.Cur, Max: l.Max})
+	}
+	return out, nil
+}
+
+func rlimitsFromProc(pid int) ([]image.Rlimit, error) {
+	b, err := procfs.Read(pid, "limits")
+	if err != nil {
+		return nil, err
+	}
+	ls, err := procfs.ParseLimits(b)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	var out []image.Rlimit
+	for _, l := range ls {
+		if r, ok := procfs.LimitNames[l.Name]; ok {
+			out = append(out, image.Rlimit{Resource: r, Cur: l.Soft, Max: l.Hard})
+		}
+	}
+	return out, nil
+}

@@ -121,6 +121,9 @@ func freezeProcess(p *proc) error {
 				if gone(p.pid) {
 					return fmt.Errorf("process %d exited during dump", p.pid)
 				}
+				if err == unix.EPERM {
+					return fmt.Errorf("freezing thread %d of process %d: %w (is it already traced by a debugger?)", tid, p.pid, err)
+				}
 				return fmt.Errorf("freezing thread %d of process %d: %w", tid, p.pid, err)
 			}
 			have[tid] = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,4 +112,63 @@ func TestDetach(t *testing.T) {
 	}
 	_ = res.Signal(syscall.SIGUSR2)
 	proctest.NewLines(sr).Expect(t, "PASS")
+}
+
+// TestCredentials dumps and restores a process running as nobody.
+func TestCredentials(t *testing.T) {
+	proctest.RequireRoot(t)
+	src := proctest.Build(t, "basic", false)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(filepath.Dir(dir), 0o755)
+	bin := dir + "/basic"
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, w, _ := os.Pipe()
+	cmd := exec.Command(bin, dir)
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65533}}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := proctest.NewLines(r)
+	ready := lines.Expect(t, "READY")
+	pages := proctest.NewPages()
+	tree, err := dump.Dump(context.Background(), cmd.Process.Pid, dump.Options{}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := tree.Processes[0].Creds; c.UID[1] != 65534 || c.GID[0] != 65534 || len(c.Groups) != 1 {
+		t.Errorf("credentials in image: %+v", c)
+	}
+	_ = dump.Kill(tree)
+	_ = cmd.Wait()
+	proctest.WaitGone(t, cmd.Process.Pid)
+	sr, sw, _ := os.Pipe()
+	res, err := restore.Restore(context.Background(), tree, pages, restore.Options{Stdout: sw, Stderr: sw})
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = res.Signal(syscall.SIGKILL); _, _ = res.Wait() }()
+	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", res.Root))
+	if !strings.Contains(string(st), "Uid:\t65534\t65534\t65534\t65534") || !strings.Contains(string(st), "Groups:\t65533") {
+		t.Errorf("restored credentials:\n%s", st)
+	}
+	for i := 0; i < 5000 && proctest.State(res.Root) != 'S'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	_ = res.Signal(syscall.SIGUSR2)
+	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
+		t.Errorf("got %q after %q", got, ready)
+	}
 }
