@@ -30,6 +30,8 @@ func cycle(t *testing.T, bin string, args ...string) (*restored, string) {
 	p := proctest.Start(t, bin, args...)
 	ready := p.Lines.Expect(t, "READY")
 	pages := proctest.NewPages()
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
 	tree, err := dump.Dump(context.Background(), p.PID, dump.Options{}, pages)
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +67,14 @@ func cycle(t *testing.T, bin string, args ...string) (*restored, string) {
 	}
 	for _, warn := range res.Warnings {
 		t.Logf("restore warning: %s", warn)
+	}
+	if res.Root != p.PID {
+		t.Errorf("restored root is %d, want %d", res.Root, p.PID)
+	}
+	cmdline2, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+	exe2, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
+	if string(cmdline2) != string(cmdline) || exe2 != exe {
+		t.Errorf("restored cmdline %q exe %q, want %q %q", cmdline2, exe2, cmdline, exe)
 	}
 	t.Cleanup(func() {
 		for _, pid := range res.PIDs {
@@ -173,8 +183,8 @@ func TestTree(t *testing.T) {
 	proctest.RequireRoot(t)
 	bin := proctest.Build(t, "tree", false)
 	rs, ready := cycle(t, bin, t.TempDir())
-	if n := len(rs.tree.Processes); n != 5 {
-		t.Errorf("image has %d processes, want 5", n)
+	if n := len(rs.tree.Processes); n != 6 {
+		t.Errorf("image has %d processes, want 6", n)
 	}
 	rs.expectPass(t, ready)
 }

@@ -67,6 +67,15 @@ int main(int argc, char **argv) {
 	}
 	pid_t z = fork();
 	if (z == 0) _exit(7);
+	pid_t z2 = fork();
+	if (z2 == 0) {
+		signal(SIGTERM, SIG_DFL);
+		sigset_t all;
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		raise(SIGTERM);
+		_exit(1);
+	}
 	close(pp[1]);
 	char buf[16];
 	for (int i = 0; i < 3; i++)
@@ -74,6 +83,7 @@ int main(int argc, char **argv) {
 	/* Wait until z is a zombie without reaping it. */
 	siginfo_t si;
 	if (waitid(P_PID, z, &si, WEXITED | WNOWAIT)) fail("waitid");
+	if (waitid(P_PID, z2, &si, WEXITED | WNOWAIT)) fail("waitid z2");
 	ready();
 	wait_usr2();
 
@@ -83,6 +93,7 @@ int main(int argc, char **argv) {
 	if (read(ff, got, sizeof got) != 9 || strcmp(got, "fifo-data")) fail("fifo data");
 	int st;
 	if (waitpid(z, &st, 0) != z || !WIFEXITED(st) || WEXITSTATUS(st) != 7) fail("zombie status");
+	if (waitpid(z2, &st, 0) != z2 || !WIFSIGNALED(st) || WTERMSIG(st) != SIGTERM) fail("signaled zombie status");
 	kill(a, SIGUSR1);
 	kill(c, SIGUSR1);
 	if (waitpid(a, &st, 0) != a || !WIFEXITED(st) || WEXITSTATUS(st) != 0) fail("child a");
