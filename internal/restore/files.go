@@ -46,7 +46,10 @@ func (r *restorer) openFiles() error {
 			return fmt.Errorf("process %d: working directory: %w", p.PID, err)
 		}
 		for _, fd := range p.FDs {
-			if fd.Desc != 0 && descs[fd.Desc] != nil {
+			// Outside fds are substituted by number (a terminal shared by
+			// fds 0-2 must not make fd 1 the restorer's stdin).
+			shared := fd.Desc != 0 && fd.Kind != image.FDOutside
+			if shared && descs[fd.Desc] != nil {
 				r.files[fd] = descs[fd.Desc]
 				continue
 			}
@@ -55,7 +58,7 @@ func (r *restorer) openFiles() error {
 				return fmt.Errorf("process %d fd %d (%s %s): %w", p.PID, fd.Num, fd.Kind, fd.Path, err)
 			}
 			r.files[fd] = f
-			if fd.Desc != 0 {
+			if shared {
 				descs[fd.Desc] = f
 			}
 		}

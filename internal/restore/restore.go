@@ -42,7 +42,7 @@ type Options struct {
 	// warning.
 	InheritFDs map[string]*os.File
 	// Helper is the program started (and stopped at exec, never run) to
-	// become the tree. Default: this executable.
+	// become the tree. Default: this executable (/proc/self/exe).
 	Helper string
 	// PIDWait bounds the wait for a PID still held by a zombie (default 5 s).
 	PIDWait time.Duration
@@ -93,11 +93,9 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 		opts.PIDWait = 5 * time.Second
 	}
 	if opts.Helper == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("finding the helper program: %w", err)
-		}
-		opts.Helper = exe
+		// This executable; through /proc so an upgraded or deleted
+		// binary still works. It never runs: it is stopped at exec.
+		opts.Helper = "/proc/self/exe"
 	}
 	if err := checkCPU(tree); err != nil {
 		return nil, err
