@@ -15,6 +15,7 @@ import (
 	"github.com/ckpt/ckpt/internal/dump"
 	"github.com/ckpt/ckpt/internal/proctest"
 	"github.com/ckpt/ckpt/internal/restore"
+	"golang.org/x/sys/unix"
 )
 
 // TestInheritFD restores a process whose fd 3 was a pipe to the test (outside
@@ -170,5 +171,126 @@ func TestCredentials(t *testing.T) {
 	_ = res.Signal(syscall.SIGUSR2)
 	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
 		t.Errorf("got %q after %q", got, ready)
+	}
+}
+
+// waitFile polls (bounded) until the file contains want.
+func waitFile(t *testing.T, path, want string) string {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) {
+			return string(b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(path)
+	t.Fatalf("%s never contained %q: %q", path, want, b)
+	return ""
+}
+
+// TestStdoutFile restores a process whose stdout and stderr are a regular
+// file: it is reopened by path (not substituted) and output continues in it.
+func TestStdoutFile(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "basic", false)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.log")
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, dir)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	waitFile(t, out, "READY")
+	pages := proctest.NewPages()
+	tree, err := dump.Dump(context.Background(), cmd.Process.Pid, dump.Options{}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range tree.Processes[0].FDs {
+		if fd.Num == 1 && fd.Kind != "file" {
+			t.Errorf("stdout recorded as %s", fd.Kind)
+		}
+	}
+	_ = dump.Kill(tree)
+	_ = cmd.Wait()
+	proctest.WaitGone(t, cmd.Process.Pid)
+	res, err := restore.Restore(context.Background(), tree, pages, restore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = res.Signal(syscall.SIGKILL); _, _ = res.Wait() }()
+	for i := 0; i < 5000 && proctest.State(res.Root) != 'S'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	_ = res.Signal(syscall.SIGUSR2)
+	got := waitFile(t, out, "PASS")
+	if !strings.HasPrefix(got, "START") || strings.Count(got, "START") != 1 || strings.Index(got, "READY") > strings.Index(got, "PASS") {
+		t.Errorf("log after restore: %q", got)
+	}
+}
+
+// TestStdioTTY restores a process whose stdio was a terminal: the terminal is
+// outside the tree, so fds 0-2 become the restorer's substitutes.
+func TestStdioTTY(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "basic", false)
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, t.TempDir())
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pts.Close()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := proctest.NewLines(ptmx)
+	ready := lines.Expect(t, "READY")
+	pages := proctest.NewPages()
+	tree, err := dump.Dump(context.Background(), cmd.Process.Pid, dump.Options{}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range tree.Processes[0].FDs {
+		if fd.Num <= 2 && (fd.Kind != "outside" || !strings.HasPrefix(fd.Path, "/dev/pts/")) {
+			t.Errorf("fd %d recorded as %s %s", fd.Num, fd.Kind, fd.Path)
+		}
+	}
+	_ = dump.Kill(tree)
+	_ = cmd.Wait()
+	proctest.WaitGone(t, cmd.Process.Pid)
+	sr, sw, _ := os.Pipe()
+	res, err := restore.Restore(context.Background(), tree, pages, restore.Options{Stdout: sw, Stderr: sw})
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = res.Signal(syscall.SIGKILL); _, _ = res.Wait() }()
+	for i := 0; i < 5000 && proctest.State(res.Root) != 'S'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	_ = res.Signal(syscall.SIGUSR2)
+	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
+		t.Errorf("got %q", got)
 	}
 }
