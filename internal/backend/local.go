@@ -218,17 +218,28 @@ func (l *Local) Sync(ctx context.Context) error {
 		}
 		l.markDirty(filepath.Dir(p.final))
 	}
-	// 3. Directory entries durable.
+	// 3. Directory entries durable, in parallel too: a chunk-heavy commit
+	// dirties up to all 256 fan-out directories, and concurrent fsyncs
+	// share journal commits.
 	l.mu.Lock()
 	dirty := l.dirty
 	l.dirty = map[string]bool{}
 	l.mu.Unlock()
+	derrs := make(chan error, len(dirty))
 	for d := range dirty {
-		if err := l.fs.SyncDir(d); err != nil {
-			return fmt.Errorf("syncing %s: %w", d, err)
-		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := l.fs.SyncDir(d); err != nil {
+				derrs <- fmt.Errorf("syncing %s: %w", d, err)
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	close(derrs)
+	return <-derrs
 }
 
 func (l *Local) markDirty(dir string) {
