@@ -34,6 +34,13 @@ int main(int argc, char **argv) {
 	int ap = open(path3, O_WRONLY | O_CREAT | O_APPEND, 0600);
 	if (write(ap, "one\n", 4) != 4) fail("write");
 	int zero = open("/dev/zero", O_RDONLY);
+	char path4[256];
+	snprintf(path4, sizeof path4, "%s/shared", dir);
+	int sf = open(path4, O_RDWR | O_CREAT, 0600);
+	if (ftruncate(sf, 8192)) fail("ftruncate");
+	char *shm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, sf, 0);
+	close(sf);
+	strcpy(shm + 4096, "shared-before");
 
 	struct sigaction sa = {0};
 	sa.sa_sigaction = on_rt;
@@ -81,6 +88,11 @@ int main(int argc, char **argv) {
 	if (mdm[0] != 'q' || mdm[4095] != 'q') fail("deleted mapping");
 	if (!(fcntl(ap, F_GETFL) & O_APPEND)) fail("append flag");
 	if (read(zero, buf, 4) != 4 || buf[0] != 0) fail("/dev/zero");
+	if (strcmp(shm + 4096, "shared-before")) fail("shared file mapping contents");
+	strcpy(shm, "shared-after");
+	msync(shm, 8192, MS_SYNC);
+	sf = open(path4, O_RDONLY);
+	if (pread(sf, buf, 12, 0) != 12 || memcmp(buf, "shared-after", 12)) fail("shared file mapping writes reach the file");
 	stack_t cur;
 	sigaltstack(NULL, &cur);
 	if (cur.ss_sp != altstack) fail("altstack");
