@@ -63,7 +63,7 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	if err != nil {
 		return nil, err
 	}
-	ip := &image.Process{PID: p.pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm}
+	ip := &image.Process{PID: p.pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm, Stopped: p.stopped}
 	if p.zombie {
 		ip.Zombie = true
 		ip.ExitCode = st.ExitCode

@@ -57,6 +57,7 @@ type thread struct {
 type proc struct {
 	pid     int
 	zombie  bool
+	stopped bool // in a job-control stop when frozen
 	threads []*thread
 }
 

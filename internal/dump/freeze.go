@@ -87,6 +87,8 @@ func (h *Handle) freezeTree(ctx context.Context, root int) error {
 			p.zombie = true
 			continue
 		}
+		p.stopped = st.State == 'T'
+
 		if err := h.tr.Do(func() error { return freezeProcess(p) }); err != nil {
 			return err
 		}

@@ -73,6 +73,9 @@ func WriteText(w io.Writer, t *Tree) error {
 			fmt.Fprintf(&b, ", zombie (wait status %#x)\n", p.ExitCode)
 			continue
 		}
+		if p.Stopped {
+			b.WriteString(", stopped")
+		}
 		fmt.Fprintf(&b, "\n  exe %s, cwd %s, umask %04o, uid %d gid %d\n", p.ExePath, p.Cwd, p.Umask, p.Creds.UID[1], p.Creds.GID[1])
 		fmt.Fprintf(&b, "  threads: %d\n", len(p.Threads))
 		for _, th := range p.Threads {

@@ -294,3 +294,47 @@ func TestStdioTTY(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestStopped dumps a process stopped by SIGSTOP: it comes back stopped and
+// runs on after SIGCONT.
+func TestStopped(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "basic", false)
+	p := proctest.Start(t, bin, t.TempDir())
+	ready := p.Lines.Expect(t, "READY")
+	_ = syscall.Kill(p.PID, syscall.SIGSTOP)
+	for i := 0; i < 5000 && proctest.State(p.PID) != 'T'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	pages := proctest.NewPages()
+	tree, err := dump.Dump(context.Background(), p.PID, dump.Options{}, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tree.Processes[0].Stopped {
+		t.Error("image does not say the process was stopped")
+	}
+	_ = dump.Kill(tree)
+	p.KillAndReap(t)
+	sr, sw, _ := os.Pipe()
+	res, err := restore.Restore(context.Background(), tree, pages, restore.Options{Stdout: sw, Stderr: sw})
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = res.Signal(syscall.SIGKILL); _, _ = res.Wait() }()
+	for i := 0; i < 5000 && proctest.State(res.Root) != 'T'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if s := proctest.State(res.Root); s != 'T' {
+		t.Fatalf("restored process in state %c, want T", s)
+	}
+	_ = res.Signal(syscall.SIGCONT)
+	for i := 0; i < 5000 && proctest.State(res.Root) != 'S'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	_ = res.Signal(syscall.SIGUSR2)
+	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
+		t.Errorf("got %q", got)
+	}
+}

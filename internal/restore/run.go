@@ -153,6 +153,10 @@ func (r *restorer) run(ctx context.Context) error {
 		if err := r.release(p); err != nil {
 			return err
 		}
+		if p.img.Stopped {
+			// Back into the job-control stop it was in.
+			_ = unix.Kill(p.img.PID, unix.SIGSTOP)
+		}
 		r.res.PIDs = append(r.res.PIDs, p.img.PID)
 	}
 	sort.Ints(r.res.PIDs)
