@@ -60,7 +60,7 @@ type Process struct {
 	SID      int    `json:"sid"`
 	Comm     string `json:"comm"`
 	Zombie   bool   `json:"zombie,omitempty"`
-	Stopped  bool   `json:"stopped,omitempty"` // stopped by job control (SIGSTOP, SIGTSTP, ...)
+	Stopped  bool   `json:"stopped,omitempty"`   // stopped by job control (SIGSTOP, SIGTSTP, ...)
 	ExitCode int    `json:"exit_code,omitempty"` // raw wait status of a zombie
 
 	Threads     []*Thread   `json:"threads,omitempty"` // Threads[0] is the leader (TID == PID)
