@@ -159,7 +159,18 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	}); err != nil {
 		return nil, err
 	}
-	if err := dumpPages(p.pid, ip.Mappings, mem, pw); err != nil {
+	// smaps says which areas hold no page at all (huge reservations):
+	// those need no pagemap scan.
+	var resident map[uint64]uint64
+	if b, err := procfs.Read(p.pid, "smaps"); err == nil {
+		if sm, err := procfs.ParseSmaps(b); err == nil {
+			resident = map[uint64]uint64{}
+			for _, e := range sm {
+				resident[e.Start] = e.Rss + e.Swap
+			}
+		}
+	}
+	if err := dumpPages(p.pid, ip.Mappings, resident, mem, pw); err != nil {
 		return nil, err
 	}
 	return ip, nil

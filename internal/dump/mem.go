@@ -92,7 +92,10 @@ const batch = 16 << 20
 // dumpPages saves, per page, what the restorer cannot get back from a file:
 // present or swapped anonymous pages, private copies in file mappings, and
 // every page of a mapping of a deleted file.
-func dumpPages(pid int, ms []*image.Mapping, mem *ptrace.Mem, pw image.PageWriter) error {
+//
+// resident, when known, maps an area's start to its resident and swapped
+// bytes; areas with none are skipped without reading their pagemap.
+func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *ptrace.Mem, pw image.PageWriter) error {
 	pm, err := os.Open(procfs.Path(pid, "pagemap"))
 	if err != nil {
 		return err
@@ -107,6 +110,9 @@ func dumpPages(pid int, ms []*image.Mapping, mem *ptrace.Mem, pw image.PageWrite
 		}
 		if m.Shared {
 			continue // contents live in the file
+		}
+		if r, known := resident[m.Start]; known && r == 0 && m.Kind != image.KindDeleted {
+			continue
 		}
 		// Walk the mapping in batch-sized windows.
 		for win := m.Start; win < m.End; win += batch {

@@ -54,3 +54,8 @@ func FuzzParseIDList(f *testing.F) {
 	f.Add([]byte("1 2 3"))
 	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseIDList(b) })
 }
+
+func FuzzParseSmaps(f *testing.F) {
+	f.Add([]byte(sampleSmaps))
+	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseSmaps(b) })
+}

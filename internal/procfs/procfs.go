@@ -533,3 +533,59 @@ func Children(pid int) ([]int, error) {
 	sort.Ints(all)
 	return all, nil
 }
+
+// SmapsEntry is one area of /proc/PID/smaps with its memory counters in
+// bytes (the kB figures times 1024).
+type SmapsEntry struct {
+	MapEntry
+	Rss, Swap, Anonymous uint64
+}
+
+// ParseSmaps parses /proc/PID/smaps: a maps line followed by "Key: N kB"
+// lines (and a few other keys such as VmFlags that are skipped).
+func ParseSmaps(data []byte) ([]SmapsEntry, error) {
+	var out []SmapsEntry
+	for i, line := range splitLines(data) {
+		n := i + 1
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		isCounter := ok && !strings.ContainsAny(k, " -") && len(k) > 0
+		if !isCounter {
+			m, err := ParseMaps([]byte(line))
+			if err != nil {
+				return nil, errf("smaps", n, "%v", err)
+			}
+			if len(m) != 1 {
+				return nil, errf("smaps", n, "expected an area header")
+			}
+			out = append(out, SmapsEntry{MapEntry: m[0]})
+			continue
+		}
+		if len(out) == 0 {
+			return nil, errf("smaps", n, "%s before any area", k)
+		}
+		switch k {
+		case "Rss", "Swap", "Anonymous":
+			f := strings.Fields(v)
+			if len(f) != 2 || f[1] != "kB" {
+				return nil, errf("smaps", n, "%s %q: want \"N kB\"", k, trunc(v))
+			}
+			x, err := strconv.ParseUint(f[0], 10, 64)
+			if err != nil || x > 1<<52 {
+				return nil, errf("smaps", n, "%s %q: bad number", k, trunc(f[0]))
+			}
+			e := &out[len(out)-1]
+			switch k {
+			case "Rss":
+				e.Rss = x * 1024
+			case "Swap":
+				e.Swap = x * 1024
+			case "Anonymous":
+				e.Anonymous = x * 1024
+			}
+		}
+	}
+	return out, nil
+}

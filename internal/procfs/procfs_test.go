@@ -200,3 +200,38 @@ func TestSelf(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+const sampleSmaps = `55d5c2a00000-55d5c2a02000 r--p 00000000 fe:00 1311      /usr/bin/cat
+Size:                  8 kB
+Rss:                   8 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+VmFlags: rd mr mw me sd 
+7f0000000000-7f4000000000 ---p 00000000 00:00 0 
+Size:          268435456 kB
+Rss:                   0 kB
+Swap:                  4 kB
+VmFlags: mr mw me nr sd 
+`
+
+func TestParseSmaps(t *testing.T) {
+	s, err := ParseSmaps([]byte(sampleSmaps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s) != 2 || s[0].Rss != 8192 || s[0].Path != "/usr/bin/cat" || s[1].Rss != 0 || s[1].Swap != 4096 || s[1].End != 0x7f4000000000 {
+		t.Errorf("%+v", s)
+	}
+	for _, bad := range []string{"Rss: 4 kB\n", "10-20 r--p 0 00:00 0\nRss: x kB\n", "10-20 r--p 0 00:00 0\nRss: 4\n", "10-zz r--p 0 00:00 0\n"} {
+		if _, err := ParseSmaps([]byte(bad)); err == nil {
+			t.Errorf("ParseSmaps(%q) succeeded", bad)
+		}
+	}
+	b, err := Read(os.Getpid(), "smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseSmaps(b); err != nil {
+		t.Errorf("own smaps: %v", err)
+	}
+}

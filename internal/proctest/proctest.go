@@ -84,7 +84,15 @@ func Build(t testing.TB, name string, static bool) string {
 	if _, err := os.Stat(out); err == nil {
 		return out
 	}
-	tmp := out + ".tmp"
+	// A unique temporary name: test binaries of several packages may
+	// build the same fixture at once; the rename is atomic.
+	tf, err := os.CreateTemp(dir, name+".*.tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := tf.Name()
+	tf.Close()
+	defer os.Remove(tmp)
 	cmd := exec.Command("gcc", append(args, "-o", tmp, src)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("compiling %s: %v\n%s", src, err, b)

@@ -27,6 +27,11 @@ int main(int argc, char **argv) {
 	unsigned char *anon = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	for (size_t i = 0; i < (1 << 20); i += 4096) anon[i] = (unsigned char)(i >> 12);
 	mprotect(anon + 8192, 4096, PROT_NONE); /* a guard page */
+	/* A 64 GiB reservation, as runtimes make: nothing resident. */
+	char *resv = mmap(NULL, 1ull << 36, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (resv == MAP_FAILED) fail("reservation");
+	mprotect(resv + (1ull << 35), 4096, PROT_READ | PROT_WRITE);
+	resv[(1ull << 35) + 5] = 42;
 
 	/* A file: mapped privately and modified, and open at an offset. */
 	char path[256];
@@ -65,6 +70,7 @@ int main(int argc, char **argv) {
 	for (size_t i = 1; i < sizeof data_buf; i++) if (data_buf[i] != (char)(i ^ 0x5a)) fail("data");
 	for (size_t i = 0; i < (1 << 20); i += 4096) if (i != 8192 && anon[i] != (unsigned char)(i >> 12)) fail("anon");
 	if (fm[4096] != 'M' || fm[0] != 'f') fail("private file mapping");
+	if (resv[(1ull << 35) + 5] != 42) fail("reservation page");
 	if (lseek(fd, 0, SEEK_CUR) != 1234) fail("file offset");
 	if (fcntl(fd, F_GETFL) & O_APPEND) fail("file flags");
 	if (!(fcntl(nullfd, F_GETFD) & FD_CLOEXEC) || (fcntl(40, F_GETFD) & FD_CLOEXEC)) fail("cloexec");
