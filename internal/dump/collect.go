@@ -104,6 +104,9 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	if ip.Cwd, err = os.Readlink(procfs.Path(p.pid, "cwd")); err != nil {
 		return nil, fmt.Errorf("process %d: reading cwd: %w", p.pid, err)
 	}
+	if strings.HasSuffix(ip.Cwd, " (deleted)") {
+		return nil, fmt.Errorf("process %d (%s): working directory %s was removed: %w", p.pid, st.Comm, ip.Cwd, ErrUnsupported)
+	}
 	if r, err := os.Readlink(procfs.Path(p.pid, "root")); err == nil && r != "/" {
 		return nil, fmt.Errorf("process %d (%s): chroot to %s: %w", p.pid, st.Comm, r, ErrUnsupported)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/ckpt/ckpt/internal/dump"
@@ -24,7 +25,11 @@ func (r *restorer) openFiles() error {
 		if p.Zombie {
 			continue
 		}
-		if p.Exe != nil && p.ExePath != "" {
+		if strings.HasSuffix(p.ExePath, " (deleted)") {
+			// The program was replaced or removed while it ran; its
+			// mappings were saved whole, only /proc/PID/exe is lost.
+			r.warn("process %d: executable %s no longer exists; /proc/%d/exe will not be set", p.PID, p.ExePath, p.PID)
+		} else if p.Exe != nil && p.ExePath != "" {
 			f, err := r.mapFile(p.ExePath, p.Exe, false, "executable of process "+fmt.Sprint(p.PID))
 			if err != nil {
 				return err

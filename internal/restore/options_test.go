@@ -338,3 +338,45 @@ func TestStopped(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestReplacedBinary dumps a program whose executable was deleted while it
+// ran (a rebuild): its mappings are saved whole and it restores.
+func TestReplacedBinary(t *testing.T) {
+	proctest.RequireRoot(t)
+	src := proctest.Build(t, "basic", false)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "basic-copy")
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rs, ready := func() (*restored, string) {
+		p := proctest.Start(t, bin, dir)
+		ready := p.Lines.Expect(t, "READY")
+		if err := os.Remove(bin); err != nil {
+			t.Fatal(err)
+		}
+		pages := proctest.NewPages()
+		tree, err := dump.Dump(context.Background(), p.PID, dump.Options{}, pages)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = dump.Kill(tree)
+		p.KillAndReap(t)
+		sr, sw, _ := os.Pipe()
+		res, err := restore.Restore(context.Background(), tree, pages, restore.Options{Stdout: sw, Stderr: sw})
+		sw.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = res.Signal(syscall.SIGKILL); _, _ = res.Wait() })
+		if len(res.Warnings) == 0 {
+			t.Error("no warning about the missing executable")
+		}
+		return &restored{res: res, lines: proctest.NewLines(sr), tree: tree}, ready
+	}()
+	rs.expectPass(t, ready)
+}
