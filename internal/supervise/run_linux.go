@@ -206,12 +206,12 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 				if s.job.Restarts >= s.o.MaxRestarts {
 					code := 128 + int(sig)
 					s.job.State, s.job.PID, s.job.ExitStatus = StateFailed, 0, &code
-					s.job.Message = fmt.Sprintf("died of %v after %d restarts", sig, s.job.Restarts)
+					s.job.Message = fmt.Sprintf("died of %s after %d restarts", unix.SignalName(sig), s.job.Restarts)
 					s.save()
 					return code, nil
 				}
 				s.job.Restarts++
-				s.o.Logf("program died of %v; restart %d of %d in %v", sig, s.job.Restarts, s.o.MaxRestarts, backoff)
+				s.o.Logf("program died of %s; restart %d of %d in %v", unix.SignalName(sig), s.job.Restarts, s.o.MaxRestarts, backoff)
 				select {
 				case <-time.After(backoff):
 				case <-ctx.Done():

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+type psJob struct {
+	Name        string `json:"name"`
+	State       string `json:"state"`
+	PID         int    `json:"pid"`
+	Restarts    int    `json:"restarts"`
+	Checkpoints int    `json:"checkpoints"`
+}
+
+func psJobs(t *testing.T, dir string) map[string]psJob {
+	t.Helper()
+	r := runCkpt(t, dir, "ps", "--json")
+	if r.code != 0 {
+		return nil
+	}
+	var jobs []psJob
+	if err := json.Unmarshal([]byte(r.stdout), &jobs); err != nil {
+		t.Fatalf("ps --json: %v: %q", err, r.stdout)
+	}
+	out := map[string]psJob{}
+	for _, j := range jobs {
+		out[j.Name] = j
+	}
+	return out
+}
+
+// TestRunLifecycle drives `ckpt run` through a periodic checkpoint, a crash
+// (restored automatically), a SIGTERM stop (exit 143) and a resume to the
+// end; the program's output equals an uninterrupted run's.
+func TestRunLifecycle(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/bin/python3")
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	script, out := filepath.Join(dir, "p.py"), filepath.Join(dir, "out")
+	os.WriteFile(script, []byte(`import sys, time
+out = open(sys.argv[1], "w")
+x = 3
+for i in range(400):
+    x = (x * 48271) % 2147483647
+    out.write(f"{i} {x}\n"); out.flush()
+    time.sleep(0.01)
+`), 0o600)
+	var want strings.Builder
+	x := 3
+	for i := 0; i < 400; i++ {
+		x = x * 48271 % 2147483647
+		fmt.Fprintf(&want, "%d %d\n", i, x)
+	}
+	run := func() *exec.Cmd {
+		cmd := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "job", "--every", "300ms", "--backoff", "10ms", "--", "/usr/bin/python3", script, out)
+		cmd.Stderr = os.Stderr
+		return cmd
+	}
+	sup := run()
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	var j psJob
+	waitFor(t, "a first checkpoint", func() bool { j = psJobs(t, repoDir)["job"]; return j.Checkpoints >= 1 })
+	// Crash: ckpt run restores the newest checkpoint.
+	if err := syscall.Kill(j.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restore after the crash", func() bool {
+		j = psJobs(t, repoDir)["job"]
+		return j.Restarts == 1 && j.State == "running" && alive(j.PID)
+	})
+	waitFor(t, "a checkpoint after the restore", func() bool { return psJobs(t, repoDir)["job"].Checkpoints >= j.Checkpoints+1 })
+	// Stop: checkpoint, kill, exit 143.
+	sup.Process.Signal(syscall.SIGTERM)
+	err := sup.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 143 {
+		t.Fatalf("ckpt run after SIGTERM: %v, want exit 143", err)
+	}
+	if j = psJobs(t, repoDir)["job"]; j.State != "stopped" {
+		t.Fatalf("job state after SIGTERM: %+v", j)
+	}
+	// Resume to the end.
+	sup = run()
+	if err := sup.Run(); err != nil {
+		t.Fatalf("resumed run: %v", err)
+	}
+	if j = psJobs(t, repoDir)["job"]; j.State != "done" {
+		t.Fatalf("job state at the end: %+v", j)
+	}
+	got, _ := os.ReadFile(out)
+	if string(got) != want.String() {
+		t.Fatalf("output after crash, stop and resume differs from an uninterrupted run (%d vs %d bytes)", len(got), want.Len())
+	}
+}
+
+func alive(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return pid > 0 && err == nil
+}
