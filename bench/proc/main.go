@@ -1,11 +1,14 @@
 // Command proc benchmarks transparent dump and restore: a C program fills
 // N MiB with random bytes, ckpt dumps it (killing it) and restores it, and
-// the program checks its memory. It prints a Markdown table with dump and
-// restore time, GiB/s, image bytes and ckpt's peak RSS, beside raw dd
-// bandwidth to the same directory, and CRIU's when --criu is given.
+// the program checks its memory (the run fails unless it prints PASS). It
+// prints a Markdown table with dump and restore times (median and range),
+// image bytes and ckpt's peak RSS, beside raw dd bandwidth to the same
+// directory, and, when --criu is given, CRIU's times for the same program
+// in the same repetition and the ckpt/CRIU ratios of the medians.
 //
 //	go build -o /tmp/ckpt ./cmd/ckpt
 //	go run ./bench/proc --ckpt /tmp/ckpt --sizes 64,1024 --dirs /dev/shm,/var/tmp
+//	go run ./bench/proc --ckpt /tmp/ckpt --criu /path/to/criu --reps 3
 package main
 
 import (
@@ -20,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -30,6 +35,10 @@ func main() {
 	reps := flag.Int("reps", 3, "repetitions (median reported)")
 	flag.Parse()
 
+	// Restored programs are detached: as a subreaper this process becomes
+	// their parent, reaps them at once and sees how they exited (PID 1 of
+	// the VM reaps orphans only every ~1.5 s).
+	check(unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
 	work, err := os.MkdirTemp("", "ckpt-bench-")
 	check(err)
 	defer os.RemoveAll(work)
@@ -41,36 +50,63 @@ func main() {
 	}
 	host, _ := os.Hostname()
 	fmt.Printf("machine: %s, %d CPUs, kernel %s\n\n", host, runtime.NumCPU(), kernel())
-	fmt.Println("| memory | repo on | dd write | ckpt dump | ckpt restore | image | ckpt peak RSS (dump/restore) | CRIU dump | CRIU restore |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	var rows []string
 	for _, d := range strings.Split(*dirs, ",") {
 		for _, s := range strings.Split(*sizes, ",") {
 			mib, err := strconv.Atoi(s)
 			check(err)
 			var dd, dump, rest, cd, cr []time.Duration
-			var img int64
+			var img, cimg int64
 			var rssD, rssR int64
 			for i := 0; i < *reps; i++ {
 				dd = append(dd, ddWrite(d, mib))
 				t1, t2, size, r1, r2 := runCkpt(*ckptBin, memfill, d, mib)
 				dump, rest, img = append(dump, t1), append(rest, t2), size
 				rssD, rssR = max(rssD, r1), max(rssR, r2)
+				line := fmt.Sprintf("rep %d: %d MiB %s: dd %s, ckpt dump %s restore %s", i+1, mib, d, secs(dd[i]), secs(t1), secs(t2))
 				if *criu != "" {
-					c1, c2 := runCRIU(*criu, memfill, d, mib)
-					cd, cr = append(cd, c1), append(cr, c2)
+					c1, c2, size := runCRIU(*criu, memfill, d, mib)
+					cd, cr, cimg = append(cd, c1), append(cr, c2), size
+					line += fmt.Sprintf(", CRIU dump %s restore %s (ratio %.2f / %.2f)", secs(c1), secs(c2), t1.Seconds()/c1.Seconds(), t2.Seconds()/c2.Seconds())
 				}
+				fmt.Fprintln(os.Stderr, line)
 			}
-			crs := []string{"-", "-"}
+			row := fmt.Sprintf("| %d MiB | %s | %s | %s | %s | %d MiB | %d / %d MiB |",
+				mib, d, secs(median(dd)), spread(dump), spread(rest), img>>20, rssD>>20, rssR>>20)
 			if *criu != "" {
-				crs = []string{secs(median(cd)), secs(median(cr))}
+				row += fmt.Sprintf(" %s | %s | %d MiB | **%.2f** | **%.2f** |", spread(cd), spread(cr), cimg>>20,
+					median(dump).Seconds()/median(cd).Seconds(), median(rest).Seconds()/median(cr).Seconds())
 			}
-			fmt.Printf("| %d MiB | %s | %s (%.2f GB/s) | %s (%.2f GiB/s) | %s (%.2f GiB/s) | %d MiB | %d / %d MiB | %s | %s |\n",
-				mib, d, secs(median(dd)), float64(mib)/1024/median(dd).Seconds()*1.073741824,
-				secs(median(dump)), float64(mib)/1024/median(dump).Seconds(),
-				secs(median(rest)), float64(mib)/1024/median(rest).Seconds(),
-				img>>20, rssD>>20, rssR>>20, crs[0], crs[1])
+			rows = append(rows, row)
 		}
 	}
+	fmt.Println("Times are median (min–max) of", *reps, "runs; ckpt chunks are fsynced, CRIU's images are not.")
+	fmt.Println()
+	fmt.Print("| memory | repo on | dd (fsync) | ckpt dump | ckpt restore | ckpt image | ckpt peak RSS (dump / restore) |")
+	if *criu != "" {
+		fmt.Print(" CRIU dump | CRIU restore | CRIU image | ratio dump | ratio restore |")
+	}
+	fmt.Println()
+	fmt.Print("|---|---|---|---|---|---|---|")
+	if *criu != "" {
+		fmt.Print("---|---|---|---|---|")
+	}
+	fmt.Println()
+	for _, r := range rows {
+		fmt.Println(r)
+	}
+}
+
+// spread formats the median and the range of ds.
+func spread(ds []time.Duration) string {
+	lo, hi := ds[0], ds[0]
+	for _, d := range ds {
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if len(ds) == 1 {
+		return secs(ds[0])
+	}
+	return fmt.Sprintf("%s (%.2f–%.2f)", secs(median(ds)), lo.Seconds(), hi.Seconds())
 }
 
 func kernel() string {
@@ -121,11 +157,19 @@ func startFill(memfill string, mib int) (*exec.Cmd, *bufio.Reader) {
 // Stdout is a file, not a pipe: a detached restore hands its stdout to the
 // restored program, which would hold a pipe open.
 func timed(name string, args ...string) (time.Duration, int64, string) {
-	cmd := exec.Command(name, args...)
 	so, err := os.CreateTemp("", "ckpt-bench-stdout-")
 	check(err)
 	defer os.Remove(so.Name())
 	defer so.Close()
+	d, rss := timedTo(so, name, args...)
+	out, _ := os.ReadFile(so.Name())
+	return d, rss, string(out)
+}
+
+// timedTo runs a command with stdout to so and returns its wall time and
+// peak RSS.
+func timedTo(so *os.File, name string, args ...string) (time.Duration, int64) {
+	cmd := exec.Command(name, args...)
 	cmd.Stdout = so
 	cmd.Stderr = os.Stderr
 	t := time.Now()
@@ -134,36 +178,74 @@ func timed(name string, args ...string) (time.Duration, int64, string) {
 	}
 	d := time.Since(t)
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	out, _ := os.ReadFile(so.Name())
-	return d, ru.Maxrss << 10, string(out)
+	return d, ru.Maxrss << 10
 }
 
 func runCkpt(bin, memfill, dir string, mib int) (time.Duration, time.Duration, int64, int64, int64) {
 	repo := filepath.Join(dir, "ckpt-bench-repo")
 	os.RemoveAll(repo)
 	defer os.RemoveAll(repo)
-	cmd, rd := startFill(memfill, mib)
+	cmd, _ := startFill(memfill, mib)
 	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--name", "bench", strconv.Itoa(cmd.Process.Pid))
 	cmd.Wait()
 	size := duBytes(repo)
-	tr, rssR, pid := timed(bin, "--repo", repo, "restore", "--detach", "bench")
-	p, _ := strconv.Atoi(strings.TrimSpace(pid))
-	syscall.Kill(p, syscall.SIGUSR2)
-	_ = rd
-	waitGone(p)
+	// The restored program's stdout (the dumped one's was a pipe to us) is
+	// restore's: a file read after it exits.
+	out := filepath.Join(dir, "ckpt-bench.out")
+	so, err := os.Create(out)
+	check(err)
+	defer os.Remove(out)
+	defer so.Close()
+	tr, rssR := timedTo(so, bin, "--repo", repo, "restore", "--detach", "--stdout", out, "bench")
+	b, _ := os.ReadFile(out)
+	p, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		fail("ckpt restore printed %q", b)
+	}
+	finish(p, out, "ckpt")
 	return td, tr, size, rssD, rssR
 }
 
-func runCRIU(criu, memfill, dir string, mib int) (time.Duration, time.Duration) {
+// finish lets a restored memfill check its memory, reaps it and checks
+// that it printed PASS into out.
+func finish(pid int, out, who string) {
+	check(syscall.Kill(pid, syscall.SIGUSR2))
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			// Not our child (no subreaper): wait for it to go.
+			waitGone(pid)
+		}
+		break
+	}
+	b, _ := os.ReadFile(out)
+	if !strings.Contains(string(b), "PASS") || (ws.Exited() && ws.ExitStatus() != 0) || ws.Signaled() {
+		fail("%s: restored program %d did not pass (status %#x): %q", who, pid, int(ws), b)
+	}
+}
+
+func runCRIU(criu, memfill, dir string, mib int) (time.Duration, time.Duration, int64) {
 	img := filepath.Join(dir, "criu-bench-img")
 	os.RemoveAll(img)
-	os.MkdirAll(img, 0o700)
+	check(os.MkdirAll(img, 0o700))
 	defer os.RemoveAll(img)
-	cmd := exec.Command("setsid", memfill, strconv.Itoa(mib))
-	logf := filepath.Join(img, "..", "criu-bench.out")
-	f, _ := os.Create(logf)
+	// A session of its own, stdio to a file: CRIU then needs no
+	// --shell-job and restores the stdout file at its offset. setsid does
+	// not fork here (the child of a Go program is no group leader), so the
+	// PID is memfill's; the restore below checks that by reaping it.
+	logf := filepath.Join(dir, "criu-bench.out")
+	defer os.Remove(logf)
+	f, err := os.Create(logf)
+	check(err)
+	cmd := exec.Command(memfill, strconv.Itoa(mib))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdout, cmd.Stdin, cmd.Stderr = f, nil, f
 	check(cmd.Start())
+	f.Close()
 	for {
 		b, _ := os.ReadFile(logf)
 		if strings.Contains(string(b), "READY") {
@@ -172,13 +254,14 @@ func runCRIU(criu, memfill, dir string, mib int) (time.Duration, time.Duration) 
 		time.Sleep(10 * time.Millisecond)
 	}
 	pid := cmd.Process.Pid
-	// setsid forks when it is a group leader; find memfill itself.
-	td, _, _ := timed(criu, "dump", "-t", strconv.Itoa(pid), "-D", img, "--shell-job")
+	// dump kills the process after writing its images (no --leave-running).
+	td, _, _ := timed(criu, "dump", "-t", strconv.Itoa(pid), "-D", img, "-o", "dump.log")
 	cmd.Wait()
-	tr, _, _ := timed(criu, "restore", "-D", img, "--shell-job", "-d")
-	syscall.Kill(pid, syscall.SIGUSR2)
-	waitGone(pid)
-	return td, tr
+	size := duBytes(img)
+	// -d: criu exits once the tree runs; we (a subreaper) inherit it.
+	tr, _, _ := timed(criu, "restore", "-D", img, "-d", "-o", "restore.log")
+	finish(pid, logf, "CRIU")
+	return td, tr, size
 }
 
 func duBytes(dir string) int64 {
