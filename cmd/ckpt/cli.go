@@ -93,7 +93,7 @@ func (g *globalOptions) openRepo(ctx context.Context, create bool) (*repo.Reposi
 			return nil, err
 		}
 	}
-	return repo.OpenDir(ctx, dir, key, create)
+	return repo.OpenLocation(ctx, dir, key, create)
 }
 
 func (g *globalOptions) printJSON(v any) error {
@@ -126,7 +126,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 not found,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.repoDir, "repo", os.Getenv("CKPT_REPO"), "repository directory (env CKPT_REPO; default ~/.local/share/ckpt)")
+	root.PersistentFlags().StringVar(&g.repoDir, "repo", os.Getenv("CKPT_REPO"), "repository: a directory or s3:http(s)://HOST/BUCKET/PREFIX (env CKPT_REPO; default ~/.local/share/ckpt)")
 	root.PersistentFlags().StringVar(&g.keyFile, "key-file", "", "key of an encrypted repository (env CKPT_KEY_FILE)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError("%v (see '%s --help')", err, c.CommandPath())
@@ -138,6 +138,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 not found,
 		newVerifyCommand(g),
 		newRmCommand(g),
 		newGCCommand(g),
+		newCpCommand(g),
 		newDemoCommand(g),
 		newDemoWorkerCommand(g),
 	)

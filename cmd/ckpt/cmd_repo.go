@@ -47,7 +47,7 @@ Generate a key with: head -c 32 /dev/urandom > key`,
 				}
 				opts.Key = k
 			}
-			r, err := repo.InitDir(cmd.Context(), dir, opts)
+			r, err := repo.InitLocation(cmd.Context(), dir, opts)
 			if err != nil {
 				return err
 			}
@@ -438,4 +438,70 @@ func printManifest(g *globalOptions, m *repo.Manifest) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", o.Name, o.Type, progress.Bytes(int64(o.Size)), progress.Bytes(int64(data)), len(o.Extents))
 	}
 	tw.Flush()
+}
+
+func newCpCommand(g *globalOptions) *cobra.Command {
+	var to, toKey string
+	c := &cobra.Command{
+		Use:   "cp ID|NAME|NAME@SEQ... --to REPO",
+		Short: "Copy checkpoints to another repository",
+		Long: `Copy checkpoints to another repository (a directory or an S3 bucket),
+sending only the chunks it lacks. Every chunk is checked against its address
+on the way: damage is reported, never copied. Between repositories with the
+same key (or both unencrypted) a checkpoint keeps its ID; otherwise it is
+re-sealed for the destination and gets a new ID there, with the same name and
+sequence number. The destination is created (unencrypted) if it does not
+exist. Prints the IDs in the destination.
+
+S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.`,
+		Example: `  ckpt cp sim --to /shared/ckpt
+  ckpt cp sim@7 --to s3:https://s3.example.org/bucket/ckpt`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 || to == "" {
+				return usageError("cp: expected checkpoint references and --to REPO (see 'ckpt cp --help')")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			src, err := g.openRepo(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			var key []byte
+			if toKey != "" {
+				if key, err = repo.ReadKeyFile(toKey); err != nil {
+					return err
+				}
+			}
+			dst, err := repo.OpenLocation(ctx, to, key, true)
+			if err != nil {
+				return err
+			}
+			defer dst.Close()
+			for _, ref := range args {
+				m, err := g.resolve(ctx, src, ref, false)
+				if err != nil {
+					return err
+				}
+				bar := progress.New(stderrFile(g), "copying "+m.Ref(), int64(m.StoredBytes()))
+				out, st, err := src.CopyTo(ctx, m, dst, bar.Add)
+				bar.Done()
+				if err != nil {
+					return fmt.Errorf("copying %s: %w", m.Ref(), err)
+				}
+				fmt.Fprintln(g.stdout, out.ID())
+				if st.AlreadyThere {
+					fmt.Fprintf(g.stderr, "%s: already in %s\n", m.Ref(), dst.Backend().Location())
+				} else {
+					fmt.Fprintf(g.stderr, "%s: sent %d of %d chunks (%s) to %s\n", m.Ref(), st.Copied, st.Chunks, progress.Bytes(st.CopiedBytes), dst.Backend().Location())
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&to, "to", "", "destination repository: a directory or s3:http(s)://HOST/BUCKET/PREFIX")
+	c.Flags().StringVar(&toKey, "to-key-file", "", "key of the destination repository, if encrypted")
+	return c
 }

@@ -63,6 +63,44 @@ func OpenDir(ctx context.Context, dir string, key []byte, create bool) (*Reposit
 	return r, err
 }
 
+// OpenLocation opens a repository named by a directory or an
+// "s3:http(s)://HOST/BUCKET/PREFIX" location. create makes a missing one
+// (unencrypted) as OpenDir does.
+func OpenLocation(ctx context.Context, loc string, key []byte, create bool) (*Repository, error) {
+	if !strings.HasPrefix(loc, "s3:") {
+		return OpenDir(ctx, loc, key, create)
+	}
+	cfg, err := backend.ParseS3(loc)
+	if err != nil {
+		return nil, err
+	}
+	be, err := backend.OpenS3(ctx, cfg, create)
+	if err != nil {
+		return nil, err
+	}
+	r, err := Open(ctx, be, key)
+	if errors.Is(err, ErrNotRepository) && create && key == nil {
+		return Init(ctx, be, InitOptions{})
+	}
+	return r, err
+}
+
+// InitLocation creates a repository at a directory or s3: location.
+func InitLocation(ctx context.Context, loc string, opts InitOptions) (*Repository, error) {
+	if !strings.HasPrefix(loc, "s3:") {
+		return InitDir(ctx, loc, opts)
+	}
+	cfg, err := backend.ParseS3(loc)
+	if err != nil {
+		return nil, err
+	}
+	be, err := backend.OpenS3(ctx, cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	return Init(ctx, be, opts)
+}
+
 // InitDir creates a local repository in dir.
 func InitDir(ctx context.Context, dir string, opts InitOptions) (*Repository, error) {
 	if !emptyDir(dir) {
