@@ -331,6 +331,77 @@ func (ow *ObjectWriter) WriteAt(p []byte, off uint64) error {
 	return nil
 }
 
+// ReuseParent declares the blocks of [off, off+n) unchanged since the
+// parent checkpoint without passing their data: the object refers to the
+// parent's stored bytes for them and keeps the parent's block hashes, so a
+// caller that knows what changed (a dirty-page tracker) need not read the
+// rest. off and n must be multiples of BlockSize, off must not be below the
+// end of the previous write (the ascending order of WriteAt), and the
+// parent's object must hold every block of the range. The bytes count as
+// written and as reused in Stats.
+func (ow *ObjectWriter) ReuseParent(off, n uint64) error {
+	if ow.closed {
+		return fmt.Errorf("object %q: reuse after close", ow.obj.Name)
+	}
+	if off%BlockSize != 0 || n%BlockSize != 0 {
+		return fmt.Errorf("object %q: reused range %#x+%#x is not block-aligned", ow.obj.Name, off, n)
+	}
+	if off < ow.end {
+		return fmt.Errorf("object %q: reuse at %#x is below the previous end %#x", ow.obj.Name, off, ow.end)
+	}
+	if ow.parent == nil {
+		return fmt.Errorf("object %q: no parent object with block hashes to reuse", ow.obj.Name)
+	}
+	if err := ow.w.firstErr(); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	t := ow.parentTab
+	i := ow.pcursor
+	if i >= len(t) || t[i].off > off {
+		i = sort.Search(len(t), func(k int) bool { return t[k].off >= off })
+	}
+	for i < len(t) && t[i].off < off {
+		i++
+	}
+	exts := ow.parent.Extents
+	j := sort.Search(len(exts), func(k int) bool { return exts[k].Off+exts[k].Len > off })
+	end := off + n
+	for b := off; b < end; {
+		if i >= len(t) || t[i].off != b {
+			return fmt.Errorf("object %q: block %#x is not in the parent", ow.obj.Name, b)
+		}
+		for j < len(exts) && exts[j].Off+exts[j].Len <= b {
+			j++
+		}
+		if j >= len(exts) || exts[j].Off > b || exts[j].Off+exts[j].Len < b+BlockSize {
+			return fmt.Errorf("object %q: block %#x is not stored in the parent", ow.obj.Name, b)
+		}
+		// The run of blocks in this parent extent that the table lists.
+		e := exts[j]
+		runEnd := min(end, e.Off+e.Len) &^ (BlockSize - 1)
+		run := b
+		for run < runEnd && i < len(t) && t[i].off == run {
+			if ow.hashBlocks {
+				ow.blocks = binary.LittleEndian.AppendUint64(ow.blocks, run)
+				ow.blocks = binary.LittleEndian.AppendUint64(ow.blocks, t[i].hash)
+			}
+			i++
+			run += BlockSize
+		}
+		slot := ow.w.parentSlot(ow.w.opts.Parent.Chunks[e.Chunk], ow.pslotCache, e.Chunk)
+		ow.addExtent(Extent{Off: b, Len: run - b, Chunk: slot, ChunkOff: e.ChunkOff + uint32(b-e.Off)})
+		b = run
+	}
+	ow.pcursor = i
+	ow.w.bytes.Add(int64(n))
+	ow.w.reusedBytes.Add(int64(n))
+	ow.end = end
+	return nil
+}
+
 // parentBlock finds the parent's extent for an unchanged block.
 func (ow *ObjectWriter) parentBlock(off, h, n uint64) (Extent, bool) {
 	t := ow.parentTab
