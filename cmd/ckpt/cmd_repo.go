@@ -390,11 +390,14 @@ areas with sizes and kinds, files, pipes and signal dispositions.`,
 			if asJSON {
 				type inspectJSON struct {
 					checkpointJSON
-					Chunks  int            `json:"chunks"`
-					Objects []repo.Object  `json:"object_list"`
-					Process map[string]any `json:"process,omitempty"`
+					Chunks  int           `json:"chunks"`
+					Objects []repo.Object `json:"object_list"`
+					Process any           `json:"process,omitempty"`
 				}
 				out := inspectJSON{checkpointJSON: toJSON(m), Chunks: len(m.Chunks), Objects: m.Objects}
+				if out.Process, err = kindJSON(ctx, r, m); err != nil {
+					return err
+				}
 				return g.printJSON(out)
 			}
 			printManifest(g, m)
@@ -435,7 +438,11 @@ func printManifest(g *globalOptions, m *repo.Manifest) {
 		for _, e := range o.Extents {
 			data += e.Len
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", o.Name, o.Type, progress.Bytes(int64(o.Size)), progress.Bytes(int64(data)), len(o.Extents))
+		size := progress.Bytes(int64(o.Size))
+		if o.Type == "memory" {
+			size = "sparse" // offsets are virtual addresses
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", o.Name, o.Type, size, progress.Bytes(int64(data)), len(o.Extents))
 	}
 	tw.Flush()
 }

@@ -38,6 +38,15 @@ func inspectKind(ctx context.Context, g *globalOptions, r *repo.Repository, m *r
 	return image.WriteText(g.stdout, t)
 }
 
+// kindJSON is the kind-specific part of 'inspect --json': the process
+// image of a process checkpoint.
+func kindJSON(ctx context.Context, r *repo.Repository, m *repo.Manifest) (any, error) {
+	if m.Kind != repo.KindProcess {
+		return nil, nil
+	}
+	return procstore.ReadTree(ctx, r, m)
+}
+
 func jobStore(r *repo.Repository) (supervise.Store, error) {
 	l, ok := r.Backend().(*backend.Local)
 	if !ok {

@@ -18,3 +18,7 @@ func inspectKind(ctx context.Context, g *globalOptions, r *repo.Repository, m *r
 func demoProcess(ctx context.Context, g *globalOptions, r *repo.Repository, name string) (bool, error) {
 	return true, nil
 }
+
+func kindJSON(ctx context.Context, r *repo.Repository, m *repo.Manifest) (any, error) {
+	return nil, nil
+}
