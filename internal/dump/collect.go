@@ -173,7 +173,11 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 			}
 		}
 	}
-	if err := dumpPages(p.pid, ip.Mappings, resident, mem, pw); err != nil {
+	fp, err := h.opts.PreCopy.forProcess(p.pid, pw)
+	if err != nil {
+		return nil, err
+	}
+	if err := dumpPages(p.pid, ip.Mappings, resident, mem, pw, fp); err != nil {
 		return nil, err
 	}
 	return ip, nil

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/ptrace"
@@ -25,6 +26,11 @@ type Options struct {
 	// MaxDeletedFile bounds the contents saved for an unlinked open file
 	// (default 64 MiB); a larger one is refused.
 	MaxDeletedFile int64
+	// PreCopy, when set, holds a pre-copy of the running tree: pages it
+	// stored and that were not written since are not read again but
+	// declared unchanged to the page writer (an image.PageWriter that is
+	// also a ParentReuser, whose parent image is the pre-copy).
+	PreCopy *PreCopy
 }
 
 // ErrNotFound is wrapped when the PID does not exist.
@@ -45,6 +51,9 @@ type Handle struct {
 	tr    *ptrace.Tracer
 	procs []*proc
 	done  bool
+
+	frozenAt time.Time
+	frozen   time.Duration
 }
 
 type thread struct {
@@ -126,7 +135,7 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 	if err := checkTarget(pid); err != nil {
 		return nil, err
 	}
-	h := &Handle{opts: opts, tr: ptrace.NewTracer()}
+	h := &Handle{opts: opts, tr: ptrace.NewTracer(), frozenAt: time.Now()}
 	if err := h.freezeTree(ctx, pid); err != nil {
 		h.release(false)
 		return nil, err
@@ -147,6 +156,14 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 	}
 	h.Tree = tree
 	return h, nil
+}
+
+// Frozen is how long the tree was stopped, from the start of the freeze to
+// the resume (or kill); zero before that.
+func (h *Handle) Frozen() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.frozen
 }
 
 // Finish resumes or kills the tree as Options.LeaveRunning says.
@@ -221,6 +238,9 @@ func (h *Handle) release(kill bool) error {
 		return nil
 	})
 	h.tr.Close()
+	if !h.frozenAt.IsZero() {
+		h.frozen = time.Since(h.frozenAt)
+	}
 	if err != nil {
 		errs = append(errs, err)
 	}

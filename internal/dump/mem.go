@@ -1,9 +1,7 @@
 package dump
 
 import (
-	"encoding/binary"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/ckpt/ckpt/internal/image"
@@ -95,64 +93,46 @@ const batch = 16 << 20
 //
 // resident, when known, maps an area's start to its resident and swapped
 // bytes; areas with none are skipped without reading their pagemap.
-func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *ptrace.Mem, pw image.PageWriter) error {
-	pm, err := os.Open(procfs.Path(pid, "pagemap"))
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
+//
+// With a pre-copy (fp not nil), pages stored by the pre-copy and not
+// written since are declared unchanged instead of read.
+func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *ptrace.Mem, pw image.PageWriter, fp *frozenPass) error {
 	buf := make([]byte, batch)
-	ent := make([]byte, 8*(batch/image.PageSize))
-	for _, m := range ms {
-		switch m.Kind {
-		case image.KindVvar, image.KindVvarVclock, image.KindVdso, image.KindVsyscall:
-			continue
+	save := func(m *image.Mapping, addr uint64, n int) error {
+		b := buf[:n*image.PageSize]
+		if err := mem.Read(addr, b); err != nil {
+			return fmt.Errorf("process %d: mapping %#x-%#x: %w", pid, m.Start, m.End, err)
 		}
-		if m.Shared {
-			continue // contents live in the file
+		if err := pw.WritePages(pid, addr, b); err != nil {
+			return fmt.Errorf("process %d: saving pages at %#x: %w", pid, addr, err)
 		}
-		if r, known := resident[m.Start]; known && r == 0 && m.Kind != image.KindDeleted {
-			continue
-		}
-		// Walk the mapping in batch-sized windows.
-		for win := m.Start; win < m.End; win += batch {
-			wend := min(win+batch, m.End)
-			n := int((wend - win) / image.PageSize)
-			e := ent[:8*n]
-			if _, err := pm.ReadAt(e, int64(win/image.PageSize*8)); err != nil {
-				return fmt.Errorf("process %d: reading pagemap at %#x: %w", pid, win, err)
-			}
-			want := func(i int) bool {
-				v := binary.LittleEndian.Uint64(e[8*i:])
-				if m.Kind == image.KindDeleted {
-					return true
-				}
-				if v&pmSwapped != 0 {
-					return true
-				}
-				return v&pmPresent != 0 && (v&pmFile == 0 || m.Kind != image.KindFile)
-			}
-			for i := 0; i < n; {
-				if !want(i) {
-					i++
-					continue
-				}
-				j := i
-				for j < n && want(j) {
-					j++
-				}
-				addr := win + uint64(i)*image.PageSize
-				b := buf[:(j-i)*image.PageSize]
-				if err := mem.Read(addr, b); err != nil {
-					return fmt.Errorf("process %d: mapping %#x-%#x: %w", pid, m.Start, m.End, err)
-				}
-				if err := pw.WritePages(pid, addr, b); err != nil {
-					return fmt.Errorf("process %d: saving pages at %#x: %w", pid, addr, err)
-				}
-				m.Saved += uint64(len(b))
-				i = j
-			}
-		}
+		m.Saved += uint64(len(b))
+		return nil
 	}
-	return nil
+	if fp == nil {
+		return walkPages(pid, ms, resident, save)
+	}
+	return walkPages(pid, ms, resident, func(m *image.Mapping, addr uint64, n int) error {
+		for i := 0; i < n; {
+			a := addr + uint64(i)*image.PageSize
+			reuse := fp.reusable(a)
+			j := i + 1
+			for j < n && fp.reusable(addr+uint64(j)*image.PageSize) == reuse {
+				j++
+			}
+			if !reuse {
+				if err := save(m, a, j-i); err != nil {
+					return err
+				}
+			} else {
+				l := uint64(j-i) * image.PageSize
+				if err := fp.reuse.ReusePages(pid, a, l); err != nil {
+					return fmt.Errorf("process %d: reusing pre-copied pages at %#x: %w", pid, a, err)
+				}
+				m.Saved += l
+			}
+			i = j
+		}
+		return nil
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/dump"
 	"github.com/ckpt/ckpt/internal/image"
@@ -23,21 +24,45 @@ type DumpOptions struct {
 	Name         string // checkpoint name; default: the root's command name
 	LeaveRunning bool   // resume the tree after the commit instead of killing it
 	Full         bool   // do not use the previous checkpoint as parent
-	Meta         map[string]string
-	Progress     func(int64)
+	// NoPreCopy turns off the pre-copy of a LeaveRunning dump.
+	NoPreCopy bool
+	Meta      map[string]string
+	Progress  func(int64)
 }
 
 // DumpResult describes a committed dump.
 type DumpResult struct {
 	Manifest *repo.Manifest
 	Tree     *image.Tree
-	Stats    repo.WriteStats
+	// Stats are the final checkpoint's, with the chunks stored by its
+	// pre-copy added to the new and stored counts.
+	Stats repo.WriteStats
+	// Frozen is how long the tree was stopped for the dump (from the
+	// freeze to the resume or kill).
+	Frozen time.Duration
+	// PreCopied is the memory copied while the tree ran (LeaveRunning);
+	// ArmStop the stop that created the write trackers before that.
+	PreCopied uint64
+	ArmStop   time.Duration
+	// PreCopyNote says why no pre-copy was done, when one was asked for.
+	PreCopyNote string
 }
 
+// Meta key of a pre-copy checkpoint (value "true"): the parent of the real
+// checkpoint while it is written, removed once that is committed.
+const MetaPreCopy = "precopy"
+
 // Dump checkpoints the tree rooted at pid into r. The tree stays frozen
-// until the checkpoint is committed; then it is killed, or resumed with
-// LeaveRunning. On any error the tree is resumed, never left stopped.
-func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (*DumpResult, error) {
+// until every page is read. Without LeaveRunning it is killed after the
+// commit; with LeaveRunning it is resumed as soon as everything is read,
+// before the commit. On any error the tree is resumed, never left stopped.
+//
+// With LeaveRunning (unless NoPreCopy) memory is first copied while the
+// tree runs, into a pre-copy checkpoint marked with MetaPreCopy, while the
+// kernel tracks which pages are written (package dirty); the frozen dump
+// then reads only the pages written since and refers to the pre-copy for
+// the others, and the pre-copy checkpoint is removed after the commit.
+func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (res *DumpResult, err error) {
 	name := opts.Name
 	if name == "" {
 		comm, err := commOf(pid)
@@ -63,30 +88,114 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (*
 	for k, v := range opts.Meta {
 		meta[k] = v
 	}
+	res = &DumpResult{}
+	var pre *dump.PreCopy
+	var preStats repo.WriteStats
+	if opts.LeaveRunning && !opts.NoPreCopy {
+		var preM *repo.Manifest
+		pre, preM, preStats, err = preCopy(ctx, r, pid, name, parent, meta, opts.Progress, res)
+		if err != nil {
+			return nil, err
+		}
+		if pre != nil {
+			defer pre.Close()
+			parent = preM
+			defer func() {
+				if rerr := r.Remove(context.WithoutCancel(ctx), preM.ID()); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("removing the pre-copy checkpoint %s: %w", preM.ID()[:12], rerr))
+				}
+			}()
+		}
+	}
 	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: meta})
 	if err != nil {
 		return nil, err
 	}
 	pw := procstore.NewPageWriter(w)
 	pw.Progress = opts.Progress
-	h, err := dump.Checkpoint(ctx, pid, dump.Options{LeaveRunning: opts.LeaveRunning}, pw)
+	h, err := dump.Checkpoint(ctx, pid, dump.Options{LeaveRunning: opts.LeaveRunning, PreCopy: pre}, pw)
 	if err != nil {
 		w.Abort()
 		return nil, err
 	}
+	if opts.LeaveRunning {
+		// Every page is read: the tree runs on during the commit.
+		if err := h.Resume(); err != nil {
+			w.Abort()
+			return nil, fmt.Errorf("resuming the process: %w", err)
+		}
+	}
 	m, err := commit(ctx, w, pw, h.Tree)
 	if err != nil {
 		w.Abort()
+		if opts.LeaveRunning {
+			return nil, fmt.Errorf("%w (the process runs on)", err)
+		}
 		if rerr := h.Resume(); rerr != nil {
 			return nil, errors.Join(err, fmt.Errorf("resuming the process after the failed dump: %w", rerr))
 		}
 		return nil, fmt.Errorf("%w (the process was resumed)", err)
 	}
 	st := w.Stats()
-	if err := h.Finish(); err != nil {
-		return &DumpResult{Manifest: m, Tree: h.Tree, Stats: st}, fmt.Errorf("checkpoint %s committed, but: %w", m.ID()[:12], err)
+	st.NewChunks += preStats.NewChunks
+	st.NewBytes += preStats.NewBytes
+	st.StoredBytes += preStats.StoredBytes
+	st.DedupChunks += preStats.DedupChunks
+	res.Manifest, res.Tree, res.Stats = m, h.Tree, st
+	if !opts.LeaveRunning {
+		if err := h.Finish(); err != nil {
+			res.Frozen = h.Frozen()
+			return res, fmt.Errorf("checkpoint %s committed, but: %w", m.ID()[:12], err)
+		}
 	}
-	return &DumpResult{Manifest: m, Tree: h.Tree, Stats: st}, nil
+	res.Frozen = h.Frozen()
+	return res, nil
+}
+
+// preCopy arms write trackers in the running tree and copies its memory
+// into a pre-copy checkpoint. It returns a nil PreCopy, with the reason in
+// res.PreCopyNote, when writes cannot be tracked or the copy failed for a
+// reason the plain dump may not have; errors of the context are returned.
+func preCopy(ctx context.Context, r *repo.Repository, pid int, name string, parent *repo.Manifest, meta map[string]string,
+	progress func(int64), res *DumpResult) (*dump.PreCopy, *repo.Manifest, repo.WriteStats, error) {
+	pc, err := dump.StartPreCopy(ctx, pid)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, repo.WriteStats{}, ctx.Err()
+		}
+		res.PreCopyNote = err.Error()
+		return nil, nil, repo.WriteStats{}, nil
+	}
+	res.ArmStop = pc.ArmStop
+	pmeta := map[string]string{MetaPreCopy: "true"}
+	for k, v := range meta {
+		pmeta[k] = v
+	}
+	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: pmeta})
+	if err != nil {
+		pc.Close()
+		return nil, nil, repo.WriteStats{}, err
+	}
+	pw := procstore.NewPageWriter(w)
+	pw.Progress = progress
+	n, err := pc.Copy(ctx, pw)
+	var m *repo.Manifest
+	if err == nil {
+		if err = pw.CloseObjects(); err == nil {
+			m, err = w.Commit(ctx)
+		}
+	}
+	if err != nil {
+		w.Abort()
+		pc.Close()
+		if ctx.Err() != nil {
+			return nil, nil, repo.WriteStats{}, ctx.Err()
+		}
+		res.PreCopyNote = "pre-copy failed: " + err.Error()
+		return nil, nil, repo.WriteStats{}, nil
+	}
+	res.PreCopied = n
+	return pc, m, w.Stats(), nil
 }
 
 func commit(ctx context.Context, w *repo.Writer, pw *procstore.PageWriter, tree *image.Tree) (*repo.Manifest, error) {

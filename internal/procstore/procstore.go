@@ -36,20 +36,27 @@ func NewPageWriter(w *repo.Writer) *PageWriter {
 	return &PageWriter{w: w, objs: map[int]*repo.ObjectWriter{}}
 }
 
-// WritePages implements image.PageWriter.
-func (p *PageWriter) WritePages(pid int, addr uint64, b []byte) error {
+func (p *PageWriter) object(pid int) (*repo.ObjectWriter, error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	ow, ok := p.objs[pid]
 	if !ok {
 		var err error
 		ow, err = p.w.Create(MemObject(pid), "memory", map[string]string{"pid": strconv.Itoa(pid)})
 		if err != nil {
-			p.mu.Unlock()
-			return err
+			return nil, err
 		}
 		p.objs[pid] = ow
 	}
-	p.mu.Unlock()
+	return ow, nil
+}
+
+// WritePages implements image.PageWriter.
+func (p *PageWriter) WritePages(pid int, addr uint64, b []byte) error {
+	ow, err := p.object(pid)
+	if err != nil {
+		return err
+	}
 	if err := ow.WriteAt(b, addr); err != nil {
 		return fmt.Errorf("saving memory of %d at %#x: %w", pid, addr, err)
 	}
@@ -59,14 +66,37 @@ func (p *PageWriter) WritePages(pid int, addr uint64, b []byte) error {
 	return nil
 }
 
-// Finish closes the memory objects and stores the tree metadata.
-func (p *PageWriter) Finish(tree *image.Tree) error {
+// ReusePages declares pid's memory [addr, addr+n) unchanged since the
+// writer's parent checkpoint (dump.ParentReuser): the pages are not read
+// again.
+func (p *PageWriter) ReusePages(pid int, addr, n uint64) error {
+	ow, err := p.object(pid)
+	if err != nil {
+		return err
+	}
+	if err := ow.ReuseParent(addr, n); err != nil {
+		return fmt.Errorf("memory of %d at %#x: %w", pid, addr, err)
+	}
+	return nil
+}
+
+// CloseObjects closes the memory objects without storing a tree: a
+// pre-copy checkpoint, which only serves as the parent of the real one.
+func (p *PageWriter) CloseObjects() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for pid, ow := range p.objs {
 		if err := ow.Close(); err != nil {
 			return fmt.Errorf("saving memory of %d: %w", pid, err)
 		}
+	}
+	return nil
+}
+
+// Finish closes the memory objects and stores the tree metadata.
+func (p *PageWriter) Finish(tree *image.Tree) error {
+	if err := p.CloseObjects(); err != nil {
+		return err
 	}
 	b, err := image.Encode(tree)
 	if err != nil {
@@ -162,4 +192,24 @@ func (p *PageReader) ReadPages(pid int, addr uint64, b []byte) error {
 		p.Progress(int64(len(b)))
 	}
 	return nil
+}
+
+// PageSegments calls fn, in address order, with the saved memory of pid in
+// [addr, addr+n) as slices of verified chunks (no copy; holes skipped). fn
+// may keep b but must not modify it. The restorer uses it to write memory
+// straight from the chunks.
+func (p *PageReader) PageSegments(pid int, addr, n uint64, fn func(addr uint64, b []byte) error) error {
+	or, err := p.reader(pid)
+	if err != nil {
+		return err
+	}
+	return or.Segments(p.ctx, addr, n, func(a uint64, b []byte) error {
+		if err := fn(a, b); err != nil {
+			return err
+		}
+		if p.Progress != nil {
+			p.Progress(int64(len(b)))
+		}
+		return nil
+	})
 }

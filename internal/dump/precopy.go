@@ -1,0 +1,328 @@
+package dump
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/dirty"
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/procfs"
+	"github.com/ckpt/ckpt/internal/ptrace"
+)
+
+// ParentReuser is implemented by page writers whose image has a parent
+// (the pre-copy image): ReusePages declares [addr, addr+n) of pid's memory
+// unchanged since the parent without passing the data. Calls interleave
+// with WritePages in ascending address order.
+type ParentReuser interface {
+	ReusePages(pid int, addr, n uint64) error
+}
+
+// PreCopy copies the memory of a running tree before the tree is frozen, so
+// that the frozen dump reads only the pages written since. Start it with
+// StartPreCopy, copy with Copy, pass it to Checkpoint in Options.PreCopy
+// (with a page writer whose parent is the copy), then Close it.
+type PreCopy struct {
+	procs map[int]*preProc
+	// ArmStop is how long the tree was stopped to create the trackers.
+	ArmStop time.Duration
+	// Untracked lists processes whose writes cannot be tracked (and why):
+	// the frozen dump reads them whole.
+	Untracked []string
+}
+
+type preProc struct {
+	tk     *dirty.Tracker
+	copied []dirty.Range // ranges stored in the pre-copy image
+}
+
+// StartPreCopy stops the tree rooted at pid for the time it takes to
+// create a write tracker in each process (one injected userfaultfd and
+// close each), then lets it run again. Processes whose writes cannot be
+// tracked are listed in Untracked; the error is returned only when none
+// can be.
+func StartPreCopy(ctx context.Context, pid int) (*PreCopy, error) {
+	if err := checkTarget(pid); err != nil {
+		return nil, err
+	}
+	pc := &PreCopy{procs: map[int]*preProc{}}
+	h := &Handle{tr: ptrace.NewTracer()}
+	t0 := time.Now()
+	if err := h.freezeTree(ctx, pid); err != nil {
+		h.release(false)
+		return nil, err
+	}
+	var firstErr error
+	for _, p := range h.procs {
+		if p.zombie {
+			continue
+		}
+		err := h.tr.Do(func() error {
+			sys, err := vdsoSyscall(p.pid)
+			if err != nil {
+				return fmt.Errorf("%w: %v", dirty.ErrUnavailable, err)
+			}
+			in := &ptrace.Injector{TID: p.pid, SysAddr: sys, Saved: p.threads[0].regs}
+			tk, err := dirty.Start(p.pid, in)
+			if rerr := in.Restore(); rerr != nil && err == nil {
+				tk.Close()
+				err = rerr
+			}
+			if err == nil {
+				pc.procs[p.pid] = &preProc{tk: tk}
+			}
+			return err
+		})
+		if err != nil {
+			if !errors.Is(err, dirty.ErrUnavailable) {
+				h.release(false)
+				pc.Close()
+				return nil, err
+			}
+			pc.Untracked = append(pc.Untracked, fmt.Sprintf("process %d: %v", p.pid, err))
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	err := h.release(false)
+	pc.ArmStop = time.Since(t0)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	if len(pc.procs) == 0 {
+		return nil, firstErr
+	}
+	return pc, nil
+}
+
+// vdsoSyscall finds a syscall instruction in pid's vdso.
+func vdsoSyscall(pid int) (uint64, error) {
+	b, err := procfs.Read(pid, "maps")
+	if err != nil {
+		return 0, err
+	}
+	maps, err := procfs.ParseMaps(b)
+	if err != nil {
+		return 0, err
+	}
+	mem, err := ptrace.OpenMem(pid)
+	if err != nil {
+		return 0, err
+	}
+	defer mem.Close()
+	var ms []*image.Mapping
+	for _, e := range maps {
+		if e.Path == "[vdso]" {
+			ms = append(ms, &image.Mapping{Start: e.Start, End: e.End, Kind: image.KindVdso})
+		}
+	}
+	return findSyscall(ms, mem)
+}
+
+// Close stops tracking.
+func (pc *PreCopy) Close() {
+	if pc == nil {
+		return
+	}
+	for _, p := range pc.procs {
+		p.tk.Close()
+	}
+}
+
+// Copy arms the trackers and copies every page the dump would save from
+// the running processes into pw, which must not be the writer of the final
+// image. Pages that cannot be read (unmapped meanwhile) are left to the
+// frozen dump. It returns the bytes copied.
+func (pc *PreCopy) Copy(ctx context.Context, pw image.PageWriter) (uint64, error) {
+	pids := make([]int, 0, len(pc.procs))
+	for pid := range pc.procs {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	var total uint64
+	for _, pid := range pids {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		p := pc.procs[pid]
+		// The first Collect registers and protects every mapping and
+		// reports them whole: from here on every write is seen.
+		ranges, err := p.tk.Collect()
+		if err != nil {
+			return total, fmt.Errorf("process %d: arming the write tracker: %w", pid, err)
+		}
+		b, err := procfs.Read(pid, "maps")
+		if err != nil {
+			return total, fmt.Errorf("process %d: %w", pid, err)
+		}
+		maps, err := procfs.ParseMaps(b)
+		if err != nil {
+			return total, err
+		}
+		var ms []*image.Mapping
+		for _, e := range maps {
+			if !dirty.Trackable(e) {
+				continue
+			}
+			k := image.KindAnon
+			switch {
+			case e.Deleted():
+				k = image.KindDeleted
+			case e.Path != "" && !strings.HasPrefix(e.Path, "["):
+				k = image.KindFile
+			}
+			ms = append(ms, &image.Mapping{Start: e.Start, End: e.End, Kind: k})
+		}
+		mem, err := ptrace.OpenMem(pid)
+		if err != nil {
+			return total, fmt.Errorf("process %d: %w", pid, err)
+		}
+		cp := &copier{pid: pid, pw: pw, within: dirty.NewCursor(ranges)}
+		err = walkPages(pid, ms, nil, cp.run(mem))
+		mem.Close()
+		if err != nil {
+			return total, err
+		}
+		p.copied = cp.copied
+		total += dirty.Bytes(cp.copied)
+	}
+	return total, nil
+}
+
+// copier copies runs of wanted pages of a running process, tolerating
+// pages that went away.
+type copier struct {
+	pid    int
+	pw     image.PageWriter
+	within *dirty.Cursor
+	copied []dirty.Range
+	buf    []byte
+}
+
+func (c *copier) run(mem *ptrace.Mem) func(m *image.Mapping, addr uint64, n int) error {
+	return func(m *image.Mapping, addr uint64, n int) error {
+		for i := 0; i < n; {
+			a := addr + uint64(i)*image.PageSize
+			if !c.within.Contains(a) {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < n && c.within.Contains(addr+uint64(j)*image.PageSize) {
+				j++
+			}
+			if c.buf == nil {
+				c.buf = make([]byte, batch)
+			}
+			b := c.buf[:(j-i)*image.PageSize]
+			if err := mem.Read(a, b); err == nil {
+				if err := c.pw.WritePages(c.pid, a, b); err != nil {
+					return fmt.Errorf("process %d: saving pages at %#x: %w", c.pid, a, err)
+				}
+				c.copied = append(c.copied, dirty.Range{Addr: a, Len: uint64(len(b))})
+			} else if gone(c.pid) {
+				return fmt.Errorf("process %d exited during the pre-copy", c.pid)
+			}
+			i = j
+		}
+		return nil
+	}
+}
+
+// frozenPass is what dumpPages needs from a pre-copy for one process.
+type frozenPass struct {
+	reuse  ParentReuser
+	copied *dirty.Cursor
+	dirty  *dirty.Cursor
+	// DirtyBytes counts the pages the tracker reported.
+	dirtyBytes uint64
+}
+
+// forProcess collects pid's written pages (the tree is frozen) and returns
+// how the frozen dump may reuse the pre-copy, or nil when it cannot.
+func (pc *PreCopy) forProcess(pid int, pw image.PageWriter) (*frozenPass, error) {
+	if pc == nil {
+		return nil, nil
+	}
+	p := pc.procs[pid]
+	r, ok := pw.(ParentReuser)
+	if p == nil || p.copied == nil || !ok {
+		return nil, nil
+	}
+	d, err := p.tk.Collect()
+	if err != nil {
+		return nil, fmt.Errorf("process %d: collecting written pages: %w", pid, err)
+	}
+	return &frozenPass{reuse: r, copied: dirty.NewCursor(p.copied), dirty: dirty.NewCursor(d), dirtyBytes: dirty.Bytes(d)}, nil
+}
+
+// reusable says whether the page at a is in the pre-copy image and was not
+// written since. Addresses must ascend.
+func (f *frozenPass) reusable(a uint64) bool {
+	d := f.dirty.Contains(a)
+	return f.copied.Contains(a) && !d
+}
+
+// walkPages calls run for each run of pages the dump saves, per window of
+// each mapping, in ascending order (see dumpPages for which pages).
+func walkPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, run func(m *image.Mapping, addr uint64, n int) error) error {
+	pm, err := os.Open(procfs.Path(pid, "pagemap"))
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	ent := make([]byte, 8*(batch/image.PageSize))
+	for _, m := range ms {
+		switch m.Kind {
+		case image.KindVvar, image.KindVvarVclock, image.KindVdso, image.KindVsyscall:
+			continue
+		}
+		if m.Shared {
+			continue // contents live in the file
+		}
+		if r, known := resident[m.Start]; known && r == 0 && m.Kind != image.KindDeleted {
+			continue
+		}
+		for win := m.Start; win < m.End; win += batch {
+			wend := min(win+batch, m.End)
+			n := int((wend - win) / image.PageSize)
+			e := ent[:8*n]
+			if _, err := pm.ReadAt(e, int64(win/image.PageSize*8)); err != nil {
+				return fmt.Errorf("process %d: reading pagemap at %#x: %w", pid, win, err)
+			}
+			want := func(i int) bool {
+				v := binary.LittleEndian.Uint64(e[8*i:])
+				if m.Kind == image.KindDeleted {
+					return true
+				}
+				if v&pmSwapped != 0 {
+					return true
+				}
+				return v&pmPresent != 0 && (v&pmFile == 0 || m.Kind != image.KindFile)
+			}
+			for i := 0; i < n; {
+				if !want(i) {
+					i++
+					continue
+				}
+				j := i
+				for j < n && want(j) {
+					j++
+				}
+				if err := run(m, win+uint64(i)*image.PageSize, j-i); err != nil {
+					return err
+				}
+				i = j
+			}
+		}
+	}
+	return nil
+}

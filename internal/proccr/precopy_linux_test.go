@@ -1,0 +1,77 @@
+package proccr_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/proccr"
+	"github.com/ckpt/ckpt/internal/proctest"
+	"github.com/ckpt/ckpt/internal/repo"
+	"github.com/ckpt/ckpt/internal/restore"
+)
+
+// TestPreCopyExact: a process keeps rewriting random pages (10 % of them a
+// second) with a checksum per page while it is pre-copied; the dump
+// --leave-running reads only the written pages while frozen, and a restore
+// of the checkpoint is byte-exact: the restored process finds every page
+// matching its checksum.
+func TestPreCopyExact(t *testing.T) {
+	proctest.RequireRoot(t)
+	ctx := context.Background()
+	r, err := repo.Init(ctx, backend.NewMem(), repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := proctest.Build(t, "dirtier", false)
+	p := proctest.Start(t, bin, "64", "100")
+	ready := p.Lines.Expect(t, "READY")
+	res, err := proccr.Dump(ctx, r, p.PID, proccr.DumpOptions{Name: "dirtier", LeaveRunning: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PreCopyNote != "" || res.PreCopied < 64<<20 {
+		t.Fatalf("no pre-copy: %q, %d bytes pre-copied", res.PreCopyNote, res.PreCopied)
+	}
+	st := res.Stats
+	t.Logf("pre-copied %d MiB (arm stop %v), frozen %v, %d MiB of memory, reused %d MiB, new %d MiB",
+		res.PreCopied>>20, res.ArmStop, res.Frozen, st.Bytes>>20, st.ReusedBytes>>20, st.NewBytes>>20)
+	if st.ReusedBytes < st.Bytes*8/10 {
+		t.Errorf("the frozen pass reused only %d of %d bytes from the pre-copy", st.ReusedBytes, st.Bytes)
+	}
+	if res.Frozen <= 0 {
+		t.Error("frozen time not measured")
+	}
+	ms, _, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Meta[proccr.MetaPreCopy] != "" {
+		t.Errorf("after the dump the repository holds %d checkpoints (the pre-copy must be removed)", len(ms))
+	}
+	if s := proctest.State(p.PID); s == 't' || s == 'T' {
+		t.Errorf("process left stopped (%c)", s)
+	}
+	fds, _ := os.ReadDir("/proc/" + strings.Fields(ready)[1] + "/fd")
+	for _, e := range fds {
+		if l, _ := os.Readlink("/proc/" + strings.Fields(ready)[1] + "/fd/" + e.Name()); strings.Contains(l, "userfaultfd") {
+			t.Errorf("userfaultfd left in the process as fd %s", e.Name())
+		}
+	}
+	p.KillAndReap(t)
+
+	sr, sw, _ := os.Pipe()
+	rres, err := proccr.Restore(ctx, r, res.Manifest, restore.Options{Stdout: sw, Stderr: sw}, nil)
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rres.Signal(syscall.SIGKILL); _, _ = rres.Wait() }()
+	_ = rres.Signal(syscall.SIGUSR2)
+	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
+		t.Fatalf("restored process: %q", got)
+	}
+}
