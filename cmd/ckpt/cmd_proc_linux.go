@@ -71,14 +71,20 @@ the process, fd and kind.`,
 				g.warnf("%s", w)
 			}
 			st := res.Stats
-			fmt.Fprintf(g.stderr, "dumped %d process(es) as %s: %s of memory, %s new (%s stored)\n",
-				len(res.Tree.Processes), res.Manifest.Ref(), progress.Bytes(st.Bytes), progress.Bytes(st.NewBytes), progress.Bytes(st.StoredBytes))
+			pre := ""
+			if res.PreCopied > 0 {
+				pre = fmt.Sprintf(", %s pre-copied while running", progress.Bytes(int64(res.PreCopied)))
+			}
+			fmt.Fprintf(g.stderr, "dumped %d process(es) as %s: %s of memory, %s new (%s stored), frozen %.1f ms%s\n",
+				len(res.Tree.Processes), res.Manifest.Ref(), progress.Bytes(st.Bytes), progress.Bytes(st.NewBytes), progress.Bytes(st.StoredBytes),
+				float64(res.Frozen.Microseconds())/1000, pre)
 			return err
 		},
 	}
 	c.Flags().StringVar(&o.Name, "name", "", "checkpoint name (default: the process's command name)")
 	c.Flags().BoolVar(&o.LeaveRunning, "leave-running", false, "let the tree run on after the dump instead of killing it")
 	c.Flags().BoolVar(&o.Full, "full", false, "store every page, not only those changed since the previous checkpoint")
+	c.Flags().BoolVar(&o.NoPreCopy, "no-pre-copy", false, "with --leave-running: do not copy memory while the tree runs first")
 	return c
 }
 
