@@ -16,9 +16,9 @@
 // reported whole (the caller filters by what is resident) and registered.
 //
 // Kernels without soft-dirty bits (this project's targets) need this; where
-// userfaultfd write-protect is unavailable HashTracker compares a fast hash of
-// every page instead, which is what the repository writer does for a plain
-// incremental checkpoint.
+// userfaultfd write-protect is unavailable (Start fails with ErrUnavailable)
+// the fallback is comparing a fast hash of every page, which the repository
+// writer does for every incremental checkpoint.
 package dirty
 
 // PageSize is the tracking granularity.

@@ -25,7 +25,7 @@ type Syscaller interface {
 var ErrUnavailable = errors.New("userfaultfd write-protect tracking unavailable")
 
 // Source reports the pages of a process written since the previous call.
-// Tracker and HashTracker implement it.
+// Tracker implements it; a hash-comparing fallback can too.
 type Source interface {
 	// Collect returns the sorted, merged, page-aligned ranges that may have
 	// been written since the previous Collect (every tracked page on the
