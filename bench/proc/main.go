@@ -207,13 +207,16 @@ func runCkpt(bin, memfill, dir string, mib int) (time.Duration, time.Duration, i
 }
 
 // finish lets a restored memfill check its memory, reaps it and checks
-// that it printed PASS into out.
+// that it printed PASS into out. The signal is repeated until the program
+// exits: one that lands while the restorer is finishing can run the handler
+// just before pause() is re-executed, which then sleeps for good.
 func finish(pid int, out, who string) {
-	check(syscall.Kill(pid, syscall.SIGUSR2))
 	var ws unix.WaitStatus
 	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err == unix.EINTR {
+		check(syscall.Kill(pid, syscall.SIGUSR2))
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR || (err == nil && got == 0) {
+			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		if err != nil {
