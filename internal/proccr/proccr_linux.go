@@ -167,7 +167,7 @@ func preCopy(ctx context.Context, r *repo.Repository, pid int, name string, pare
 		return nil, nil, repo.WriteStats{}, nil
 	}
 	res.ArmStop = pc.ArmStop
-	pmeta := map[string]string{MetaPreCopy: "true"}
+	pmeta := map[string]string{MetaPreCopy: "true", repo.MetaIncomplete: "pre-copy"}
 	for k, v := range meta {
 		pmeta[k] = v
 	}

@@ -209,3 +209,22 @@ func sortedKeys(m map[string][]byte) []string {
 	}
 	return ks
 }
+
+func TestIncompleteNotResolvedByName(t *testing.T) {
+	ctx := context.Background()
+	r := newMemRepo(t, nil)
+	m1 := writeCkpt(t, r, "job", nil, map[string][]byte{"a": []byte("one")})
+	w, _ := r.NewWriter(ctx, WriterOptions{Name: "job", Kind: KindProcess, Meta: map[string]string{MetaIncomplete: "pre-copy"}})
+	ow, _ := w.Create("a", "bytes", nil)
+	ow.Write([]byte("partial"))
+	m2, err := w.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := r.Resolve(ctx, "job"); err != nil || len(ms) != 1 || ms[0].ID() != m1.ID() {
+		t.Fatalf("NAME resolved to an incomplete checkpoint: %v", err)
+	}
+	if ms, err := r.Resolve(ctx, "job@2"); err != nil || ms[0].ID() != m2.ID() {
+		t.Fatalf("NAME@SEQ of an incomplete checkpoint: %v", err)
+	}
+}

@@ -116,6 +116,10 @@ func (r *Repository) Load(ctx context.Context, id string) (*Manifest, error) {
 	return m, nil
 }
 
+// MetaIncomplete marks a checkpoint that is a step towards another (a
+// pre-copy pass): a bare NAME never resolves to it; its ID or NAME@SEQ do.
+const MetaIncomplete = "incomplete"
+
 // Resolve finds the checkpoints a reference names, best first:
 //   - a hex prefix of at least 8 digits that matches a checkpoint ID: that one;
 //   - NAME@SEQ: that sequence number of NAME;
@@ -163,7 +167,7 @@ func (r *Repository) Resolve(ctx context.Context, ref string) ([]*Manifest, erro
 	}
 	var out []*Manifest
 	for _, m := range ms {
-		if m.Name == name && (!hasSeq || m.Seq == n) {
+		if m.Name == name && (hasSeq && m.Seq == n || !hasSeq && m.Meta[MetaIncomplete] == "") {
 			out = append(out, m)
 		}
 	}
