@@ -227,4 +227,7 @@ func TestIncompleteNotResolvedByName(t *testing.T) {
 	if ms, err := r.Resolve(ctx, "job@2"); err != nil || ms[0].ID() != m2.ID() {
 		t.Fatalf("NAME@SEQ of an incomplete checkpoint: %v", err)
 	}
+	if m3 := writeCkpt(t, r, "job", nil, map[string][]byte{"a": []byte("three")}); m3.Seq != 3 {
+		t.Fatalf("the next checkpoint got sequence %d, want 3 (after the incomplete 2)", m3.Seq)
+	}
 }

@@ -617,8 +617,8 @@ func (r *Repository) commitManifest(ctx context.Context, m *Manifest) error {
 		return fmt.Errorf("waiting for another checkpoint of %q: %w", m.Name, err)
 	}
 	defer unlock.Unlock()
-	latest, err := r.Latest(ctx, m.Name)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	latest, err := r.newestOfName(ctx, m.Name)
+	if err != nil {
 		return err
 	}
 	m.Seq = 1
@@ -658,4 +658,20 @@ func (r *Repository) readBlockTable(ctx context.Context, m *Manifest, o *Object)
 		tab[i] = blockRec{binary.LittleEndian.Uint64(buf[i*16:]), binary.LittleEndian.Uint64(buf[i*16+8:])}
 	}
 	return tab, nil
+}
+
+// newestOfName is the checkpoint of name with the highest sequence number,
+// incomplete ones included (they hold their sequence numbers too).
+func (r *Repository) newestOfName(ctx context.Context, name string) (*Manifest, error) {
+	ms, _, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var newest *Manifest
+	for _, m := range ms {
+		if m.Name == name && (newest == nil || m.Seq > newest.Seq) {
+			newest = m
+		}
+	}
+	return newest, nil
 }
