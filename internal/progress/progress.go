@@ -10,15 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
-
-// IsTerminal reports whether f is a terminal.
-func IsTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
 
 // Bar shows "what: done/total (rate)" on one line, redrawn at most every
 // 200 ms. A nil *Bar is valid and does nothing.
