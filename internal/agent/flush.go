@@ -1,0 +1,319 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/levels"
+	"github.com/ckpt/ckpt/internal/repo"
+	"github.com/ckpt/ckpt/internal/vfs"
+)
+
+// job asks the flusher to move checkpoint id of group g up the levels.
+type job struct {
+	g    *group
+	id   string
+	note *Committed // from POST .../committed; nil when noticed on Sync
+}
+
+// flusher moves checkpoints up the levels one at a time, in the order they
+// were committed. Its queue holds only (group, ID) pairs; what a job needs
+// is read from the store when it runs.
+type flusher struct {
+	s    *Server
+	mu   sync.Mutex
+	q    []job
+	set  map[string]bool // group/id queued or running
+	wake chan struct{}
+	idle chan struct{} // closed while nothing is queued or running
+}
+
+func newFlusher(s *Server) *flusher {
+	f := &flusher{s: s, set: map[string]bool{}, wake: make(chan struct{}, 1), idle: make(chan struct{})}
+	close(f.idle)
+	return f
+}
+
+func (f *flusher) enqueue(j job) {
+	if j.note != nil {
+		// Persist what the note says before acknowledging it, so the job
+		// survives a restart of the agent.
+		if err := f.s.saveLocalRecord(context.Background(), j.g, j.id, j.note.Seq, j.note.Chunks); err != nil {
+			f.s.log.Warn("saving local level record", "group", j.g.name, "id", j.id, "err", err)
+		}
+		j.note = nil
+	}
+	key := j.g.name + "/" + j.id
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.set[key] {
+		return
+	}
+	if len(f.set) == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.set[key] = true
+	f.q = append(f.q, j)
+	f.s.met.queue.Set(float64(len(f.set)))
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (f *flusher) run(ctx context.Context) {
+	for {
+		f.mu.Lock()
+		var j job
+		ok := len(f.q) > 0
+		if ok {
+			j = f.q[0]
+			f.q[0] = job{}
+			f.q = f.q[1:]
+		}
+		f.mu.Unlock()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.wake:
+				continue
+			}
+		}
+		f.s.process(ctx, j)
+		f.mu.Lock()
+		delete(f.set, j.g.name+"/"+j.id)
+		f.s.met.queue.Set(float64(len(f.set)))
+		if len(f.set) == 0 {
+			close(f.idle)
+		}
+		f.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// wait waits until nothing is queued or ctx ends; it returns what is left.
+func (f *flusher) wait(ctx context.Context) int {
+	f.mu.Lock()
+	idle := f.idle
+	f.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.set)
+}
+
+// resume queues, after a restart, every checkpoint of this node (one with a
+// local record, or with no record at all) so levels that were not finished
+// are done now; jobs skip the levels already complete.
+func (f *flusher) resume(ctx context.Context) {
+	for _, g := range f.s.groups {
+		var ids []string
+		g.store.List(ctx, backend.Manifest, func(in backend.Info) error {
+			ids = append(ids, in.Name)
+			return nil
+		})
+		for _, id := range ids {
+			if ctx.Err() != nil {
+				return
+			}
+			_, lerr := levels.LoadRecord(ctx, g.store, id, levels.Local)
+			_, perr := levels.LoadRecord(ctx, g.store, id, levels.Partner)
+			if lerr == nil || (errors.Is(lerr, backend.ErrNotExist) && errors.Is(perr, backend.ErrNotExist)) {
+				f.enqueue(job{g: g, id: id})
+			}
+		}
+	}
+}
+
+func (s *Server) where(g *group) string { return "agent://" + s.cfg.Addr(s.cfg.Node) + "/" + g.name }
+
+func (s *Server) saveLocalRecord(ctx context.Context, g *group, id string, seq uint64, chunks []string) error {
+	if chunks == nil {
+		chunks = []string{}
+	}
+	return levels.SaveRecord(ctx, g.store, id, &levels.Record{
+		Level: levels.Local, Complete: true, Time: time.Now().UTC(), Where: s.where(g), Seq: seq, Chunks: chunks,
+	})
+}
+
+// process moves one checkpoint to every level the policy asks for and
+// that it is not complete at yet. Failures are recorded (and counted) per
+// level; the local copy is never touched.
+func (s *Server) process(ctx context.Context, j job) {
+	g := j.g
+	log := s.log.With("group", g.name, "checkpoint", j.id)
+	local, err := levels.LoadRecord(ctx, g.store, j.id, levels.Local)
+	if errors.Is(err, backend.ErrNotExist) {
+		seq, chunks, rerr := s.readManifest(ctx, g, j.id)
+		if rerr != nil {
+			if errors.Is(rerr, repo.ErrKeyRequired) {
+				log.Info("encrypted checkpoint: waiting for the client's committed notification")
+			} else {
+				log.Warn("reading manifest", "err", rerr)
+			}
+			return
+		}
+		if err := s.saveLocalRecord(ctx, g, j.id, seq, chunks); err != nil {
+			log.Warn("saving level record", "err", err)
+			return
+		}
+		local, err = levels.LoadRecord(ctx, g.store, j.id, levels.Local)
+	}
+	if err != nil {
+		log.Warn("reading level record", "err", err)
+		return
+	}
+	pol := s.cfg.Levels
+	due := func(every int) bool { return every > 0 && local.Seq%uint64(every) == 0 }
+	steps := []struct {
+		level string
+		every int
+		run   func(context.Context, *group, string, *levels.Record) (*levels.Record, error)
+	}{
+		{levels.Partner, pol.Partner.Every, s.toPartner},
+		{levels.Erasure, pol.Erasure.Every, s.toErasure},
+		{levels.Durable, pol.Durable.Every, s.toDurable},
+	}
+	for _, st := range steps {
+		if !due(st.every) || ctx.Err() != nil {
+			continue
+		}
+		if r, err := levels.LoadRecord(ctx, g.store, j.id, st.level); err == nil && r.Complete {
+			continue
+		}
+		t0 := time.Now()
+		rec, err := st.run(ctx, g, j.id, local)
+		if rec == nil {
+			rec = &levels.Record{Level: st.level}
+		}
+		rec.Level, rec.Time, rec.Seq = st.level, time.Now().UTC(), local.Seq
+		if err != nil {
+			if ctx.Err() != nil {
+				return // shutting down: not a failure of the level
+			}
+			rec.Complete, rec.Error = false, err.Error()
+			s.met.flushErrors.WithLabelValues(st.level).Inc()
+			log.Warn("flush failed", "level", st.level, "err", err)
+		} else {
+			rec.Complete = true
+			s.met.flushes.WithLabelValues(st.level).Inc()
+			log.Info("flushed", "level", st.level, "where", rec.Where, "took", time.Since(t0).Round(time.Millisecond))
+		}
+		if err := levels.SaveRecord(ctx, g.store, j.id, rec); err != nil {
+			log.Warn("saving level record", "level", st.level, "err", err)
+		}
+	}
+}
+
+// readManifest reads the sequence number and chunk IDs of an unencrypted
+// checkpoint; an encrypted one gives repo.ErrKeyRequired.
+func (s *Server) readManifest(ctx context.Context, g *group, id string) (uint64, []string, error) {
+	r, err := repo.Open(ctx, g.store, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	m, err := r.Load(ctx, id)
+	if err != nil {
+		return 0, nil, err
+	}
+	return m.Seq, levels.ChunkIDs(m), nil
+}
+
+func (s *Server) peer(g *group, node string) *backend.Agent {
+	a := backend.NewAgent(s.cfg.Addr(node), g.name, g.token)
+	a.Origin = s.cfg.Node
+	return a
+}
+
+func (s *Server) toPartner(ctx context.Context, g *group, id string, local *levels.Record) (*levels.Record, error) {
+	var order []string
+	if p := s.cfg.Levels.Partner.Node; p != "" {
+		order = append(order, p)
+	}
+	for _, n := range s.cfg.Ring() {
+		if n != s.cfg.Levels.Partner.Node {
+			order = append(order, n)
+		}
+	}
+	var errs []string
+	for _, n := range order {
+		dst := s.peer(g, n)
+		st, err := levels.CopyCheckpoint(ctx, g.store, dst, id, local.Chunks)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			errs = append(errs, fmt.Sprintf("node %s: %v", n, err))
+			continue
+		}
+		// The holder learns it is a partner copy (not a checkpoint of its own).
+		levels.SaveRecord(ctx, dst, id, &levels.Record{Level: levels.Partner, Complete: true, Time: time.Now().UTC(), Where: "copy from node " + s.cfg.Node, Seq: local.Seq})
+		return &levels.Record{Where: dst.Location(), Bytes: st.SentBytes}, nil
+	}
+	return nil, fmt.Errorf("no partner took the copy: %s", strings.Join(errs, "; "))
+}
+
+func (s *Server) toErasure(ctx context.Context, g *group, id string, local *levels.Record) (*levels.Record, error) {
+	ec := s.cfg.Levels.Erasure
+	nodes := append([]string{s.cfg.Node}, s.cfg.Ring()...)[:ec.K+ec.M]
+	sinks := make([]levels.FragmentSink, len(nodes))
+	for i, n := range nodes {
+		if n == s.cfg.Node {
+			sinks[i] = g.frags
+		} else {
+			sinks[i] = s.peer(g, n)
+		}
+	}
+	ok, err := levels.Encode(ctx, levels.EncodeInput{
+		Src: g.store, ID: id, Chunks: local.Chunks, Seq: local.Seq, Time: local.Time,
+		K: ec.K, M: ec.M, Stripe: ec.StripeKiB << 10,
+	}, sinks)
+	rec := &levels.Record{K: ec.K, M: ec.M, Where: strings.Join(nodes, ",")}
+	for i, n := range nodes {
+		rec.Fragments = append(rec.Fragments, levels.FragmentPlace{Index: i, Node: n, OK: i < len(ok) && ok[i]})
+	}
+	return rec, err
+}
+
+func (s *Server) toDurable(ctx context.Context, g *group, id string, local *levels.Record) (*levels.Record, error) {
+	loc := durableLocation(s.cfg.Levels.Durable.Location, g.name)
+	dst, err := OpenDurable(ctx, loc)
+	if err != nil {
+		return nil, err
+	}
+	defer dst.Close()
+	st, err := levels.CopyCheckpoint(ctx, g.store, dst, id, local.Chunks)
+	if err != nil {
+		return nil, err
+	}
+	levels.SaveRecord(ctx, dst, id, &levels.Record{Level: levels.Durable, Complete: true, Time: time.Now().UTC(), Where: "copy from node " + s.cfg.Node, Seq: local.Seq})
+	return &levels.Record{Where: loc, Bytes: st.SentBytes}, nil
+}
+
+// OpenDurable opens (creating where missing) the backend at a durable
+// location: a directory or an s3: location.
+func OpenDurable(ctx context.Context, loc string) (backend.Backend, error) {
+	if strings.HasPrefix(loc, "s3:") {
+		cfg, err := backend.ParseS3(loc)
+		if err != nil {
+			return nil, err
+		}
+		return backend.OpenS3(ctx, cfg, true)
+	}
+	be, err := backend.OpenLocal(vfs.OS, loc)
+	if errors.Is(err, backend.ErrNotExist) {
+		return backend.CreateLocal(vfs.OS, loc)
+	}
+	return be, err
+}

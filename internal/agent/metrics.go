@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the agent's Prometheus metrics, in a registry of its own so
+// several agents can live in one process (tests).
+type metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	blobsStored prometheus.Counter
+	queue       prometheus.Gauge
+	flushes     *prometheus.CounterVec
+	flushErrors *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ckpt_agent_requests_total", Help: "Group API requests by method and HTTP status.",
+		}, []string{"method", "code"}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ckpt_agent_received_bytes_total", Help: "Blob and fragment bytes received.",
+		}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ckpt_agent_sent_bytes_total", Help: "Blob and fragment bytes served.",
+		}),
+		blobsStored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ckpt_agent_blobs_stored_total", Help: "Blobs and fragments stored.",
+		}),
+		queue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ckpt_agent_flush_queue_length", Help: "Checkpoints waiting to be moved up the levels (including the one in progress).",
+		}),
+		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ckpt_agent_flushes_total", Help: "Checkpoints completed at a level by this agent's flusher.",
+		}, []string{"level"}),
+		flushErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ckpt_agent_flush_errors_total", Help: "Flushes to a level that failed.",
+		}, []string{"level"}),
+	}
+	m.reg.MustRegister(m.requests, m.bytesIn, m.bytesOut, m.blobsStored, m.queue, m.flushes, m.flushErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
