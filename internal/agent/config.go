@@ -200,7 +200,7 @@ func (c *Config) Validate() error {
 		if len(c.Peers) == 0 {
 			bad("levels.partner: a partner copy needs at least one peer")
 		}
-		if l.Partner.Node != "" {
+		if l.Partner.Node != "" && l.Partner.Node != c.Node { // a shared file may name this node: then the ring decides
 			if _, ok := c.Peers[l.Partner.Node]; !ok {
 				bad("levels.partner.node %q is not a peer (peers: %s)", l.Partner.Node, strings.Join(c.Ring(), ", "))
 			}

@@ -11,7 +11,6 @@ import (
 	"github.com/ckpt/ckpt/internal/backend"
 	"github.com/ckpt/ckpt/internal/levels"
 	"github.com/ckpt/ckpt/internal/repo"
-	"github.com/ckpt/ckpt/internal/vfs"
 )
 
 // job asks the flusher to move checkpoint id of group g up the levels.
@@ -66,6 +65,29 @@ func (f *flusher) enqueue(j job) {
 	}
 }
 
+// resumeKey holds the flusher busy until resume has queued its jobs, so a
+// waiter never sees it idle before then.
+const resumeKey = "\x00resume"
+
+func (f *flusher) hold(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.set) == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.set[key] = true
+}
+
+func (f *flusher) done(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.set, key)
+	f.s.met.queue.Set(float64(len(f.set)))
+	if len(f.set) == 0 {
+		close(f.idle)
+	}
+}
+
 func (f *flusher) run(ctx context.Context) {
 	for {
 		f.mu.Lock()
@@ -86,13 +108,7 @@ func (f *flusher) run(ctx context.Context) {
 			}
 		}
 		f.s.process(ctx, j)
-		f.mu.Lock()
-		delete(f.set, j.g.name+"/"+j.id)
-		f.s.met.queue.Set(float64(len(f.set)))
-		if len(f.set) == 0 {
-			close(f.idle)
-		}
-		f.mu.Unlock()
+		f.done(j.g.name + "/" + j.id)
 		if ctx.Err() != nil {
 			return
 		}
@@ -117,6 +133,7 @@ func (f *flusher) wait(ctx context.Context) int {
 // local record, or with no record at all) so levels that were not finished
 // are done now; jobs skip the levels already complete.
 func (f *flusher) resume(ctx context.Context) {
+	defer f.done(resumeKey)
 	for _, g := range f.s.groups {
 		var ids []string
 		g.store.List(ctx, backend.Manifest, func(in backend.Info) error {
@@ -238,7 +255,7 @@ func (s *Server) peer(g *group, node string) *backend.Agent {
 
 func (s *Server) toPartner(ctx context.Context, g *group, id string, local *levels.Record) (*levels.Record, error) {
 	var order []string
-	if p := s.cfg.Levels.Partner.Node; p != "" {
+	if p := s.cfg.Levels.Partner.Node; p != "" && p != s.cfg.Node {
 		order = append(order, p)
 	}
 	for _, n := range s.cfg.Ring() {
@@ -288,7 +305,7 @@ func (s *Server) toErasure(ctx context.Context, g *group, id string, local *leve
 
 func (s *Server) toDurable(ctx context.Context, g *group, id string, local *levels.Record) (*levels.Record, error) {
 	loc := durableLocation(s.cfg.Levels.Durable.Location, g.name)
-	dst, err := OpenDurable(ctx, loc)
+	dst, err := levels.OpenDurable(ctx, loc, true)
 	if err != nil {
 		return nil, err
 	}
@@ -299,21 +316,4 @@ func (s *Server) toDurable(ctx context.Context, g *group, id string, local *leve
 	}
 	levels.SaveRecord(ctx, dst, id, &levels.Record{Level: levels.Durable, Complete: true, Time: time.Now().UTC(), Where: "copy from node " + s.cfg.Node, Seq: local.Seq})
 	return &levels.Record{Where: loc, Bytes: st.SentBytes}, nil
-}
-
-// OpenDurable opens (creating where missing) the backend at a durable
-// location: a directory or an s3: location.
-func OpenDurable(ctx context.Context, loc string) (backend.Backend, error) {
-	if strings.HasPrefix(loc, "s3:") {
-		cfg, err := backend.ParseS3(loc)
-		if err != nil {
-			return nil, err
-		}
-		return backend.OpenS3(ctx, cfg, true)
-	}
-	be, err := backend.OpenLocal(vfs.OS, loc)
-	if errors.Is(err, backend.ErrNotExist) {
-		return backend.CreateLocal(vfs.OS, loc)
-	}
-	return be, err
 }

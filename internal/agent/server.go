@@ -107,6 +107,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.flush.run(fctx) }()
+	s.flush.hold(resumeKey)
 	go s.flush.resume(fctx)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

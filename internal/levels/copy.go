@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/vfs"
 )
 
 // CopyStats counts what CopyCheckpoint sent.
@@ -141,4 +143,21 @@ func short(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// OpenDurable opens the backend at a durable location: a directory or an
+// s3: location. create makes a missing one.
+func OpenDurable(ctx context.Context, loc string, create bool) (backend.Backend, error) {
+	if strings.HasPrefix(loc, "s3:") {
+		cfg, err := backend.ParseS3(loc)
+		if err != nil {
+			return nil, err
+		}
+		return backend.OpenS3(ctx, cfg, create)
+	}
+	be, err := backend.OpenLocal(vfs.OS, loc)
+	if errors.Is(err, backend.ErrNotExist) && create {
+		return backend.CreateLocal(vfs.OS, loc)
+	}
+	return be, err
 }
