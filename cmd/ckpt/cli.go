@@ -139,6 +139,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 not found,
 		newRmCommand(g),
 		newGCCommand(g),
 		newCpCommand(g),
+		newAgentCommand(g), newFetchCommand(g),
 		newDemoCommand(g),
 		newDemoWorkerCommand(g),
 	)

@@ -63,10 +63,14 @@ func OpenDir(ctx context.Context, dir string, key []byte, create bool) (*Reposit
 	return r, err
 }
 
-// OpenLocation opens a repository named by a directory or an
-// "s3:http(s)://HOST/BUCKET/PREFIX" location. create makes a missing one
+// OpenLocation opens a repository named by a directory, an
+// "s3:http(s)://HOST/BUCKET/PREFIX" location or an agent's
+// "agent://HOST:PORT/GROUP" (internal/repo/levels.go). create makes a missing one
 // (unencrypted) as OpenDir does.
 func OpenLocation(ctx context.Context, loc string, key []byte, create bool) (*Repository, error) {
+	if strings.HasPrefix(loc, "agent://") {
+		return openAgentRepo(ctx, loc, key, create)
+	}
 	if !strings.HasPrefix(loc, "s3:") {
 		return OpenDir(ctx, loc, key, create)
 	}
@@ -87,6 +91,9 @@ func OpenLocation(ctx context.Context, loc string, key []byte, create bool) (*Re
 
 // InitLocation creates a repository at a directory or s3: location.
 func InitLocation(ctx context.Context, loc string, opts InitOptions) (*Repository, error) {
+	if strings.HasPrefix(loc, "agent://") {
+		return initAgentRepo(ctx, loc, opts)
+	}
 	if !strings.HasPrefix(loc, "s3:") {
 		return InitDir(ctx, loc, opts)
 	}
