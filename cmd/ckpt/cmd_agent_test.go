@@ -47,8 +47,12 @@ func TestAgentConfigRefused(t *testing.T) {
 		change func(map[string]any)
 		want   string
 	}{
-		{"unknown partner", func(c map[string]any) { c["levels"].(map[string]any)["partner"] = map[string]any{"every": 1, "node": "n9"} }, `partner.node "n9" is not a peer`},
-		{"k+m too large", func(c map[string]any) { c["levels"].(map[string]any)["erasure"] = map[string]any{"every": 1, "k": 3, "m": 2} }, "k+m = 5 fragments need 5 nodes, but there are only 3"},
+		{"unknown partner", func(c map[string]any) {
+			c["levels"].(map[string]any)["partner"] = map[string]any{"every": 1, "node": "n9"}
+		}, `partner.node "n9" is not a peer`},
+		{"k+m too large", func(c map[string]any) {
+			c["levels"].(map[string]any)["erasure"] = map[string]any{"every": 1, "k": 3, "m": 2}
+		}, "k+m = 5 fragments need 5 nodes, but there are only 3"},
 		{"missing token", func(c map[string]any) { c["groups"] = map[string]any{"sim": map[string]string{}} }, `group "sim" has no token`},
 		{"short token", func(c map[string]any) { c["groups"] = map[string]any{"sim": map[string]string{"token_file": short}} }, "at least 16 are required"},
 		{"token file missing", func(c map[string]any) {
