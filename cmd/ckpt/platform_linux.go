@@ -58,13 +58,24 @@ func jobStore(r *repo.Repository) (supervise.Store, error) {
 func newRunCommand(g *globalOptions) *cobra.Command {
 	var o supervise.Options
 	var every string
+	var pf runPolicyFlags
 	c := &cobra.Command{
-		Use:   "run [--name NAME] [--every DURATION|auto] [--keep N] -- CMD [ARGS...]",
+		Use:   "run [--name NAME] [--every DURATION|auto|young] [--mtbf D] [--deadline T] [--preempt-url URL] [--keep N] -- CMD [ARGS...]",
 		Short: "Run a program under ckpt: periodic checkpoints, restart after crashes",
 		Long: `Start CMD and look after it:
 
   - every --every (e.g. 10m), checkpoint it and let it continue;
+  - with --every auto, at Daly's optimum interval from the measured checkpoint
+    cost and the mean time between failures (--mtbf, else estimated from the
+    job's recorded crashes per hour of runtime), re-derived after each
+    checkpoint; --every young uses Young's √(2·cost·MTBF);
   - on SIGUSR1 to ckpt, checkpoint now and continue;
+  - on --signal SIG, checkpoint and stop (SIG:continue: and continue);
+  - before --deadline (or Slurm's SLURM_JOB_END_TIME), when the time left
+    falls below the measured checkpoint cost plus --margin, checkpoint and
+    stop (exit 143);
+  - on a cloud preemption notice at --preempt-url, checkpoint and stop
+    (exit 143);
   - on SIGTERM (a preemption notice, a walltime warning), checkpoint it, stop
     it and exit with 143; 'ckpt run --name NAME' again resumes it;
   - when it dies of a signal, restore the newest checkpoint and continue
@@ -85,17 +96,8 @@ not start itself. 'ckpt ps' lists jobs.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			switch every {
-			case "", "0":
-			case "auto":
-				// Until the policy engine measures cost and failure rate:
-				o.Every = 10 * time.Minute
-			default:
-				d, err := time.ParseDuration(every)
-				if err != nil || d < 0 {
-					return usageError("--every %q: want a duration like 30s or 10m, or auto", every)
-				}
-				o.Every = d
+			if err := pf.apply(&o, every); err != nil {
+				return err
 			}
 			o.Resume = o.Name != ""
 			if o.Name == "" {
@@ -135,6 +137,7 @@ not start itself. 'ckpt ps' lists jobs.`,
 	c.Flags().IntVar(&o.Keep, "keep", 3, "checkpoints of the job to keep (0: all)")
 	c.Flags().IntVar(&o.MaxRestarts, "max-restarts", 5, "crashes to recover from before giving up")
 	c.Flags().DurationVar(&o.Backoff, "backoff", time.Second, "wait before the first restore after a crash (doubles each time)")
+	pf.addFlags(c)
 	return c
 }
 

@@ -40,6 +40,18 @@ type Job struct {
 	LastTime       time.Time `json:"last_checkpoint_time,omitempty"`
 	ExitStatus     *int      `json:"exit_status,omitempty"`
 	Message        string    `json:"message,omitempty"`
+
+	// Policy state (internal/policy): the program's runtime under ckpt run
+	// over all runs of the job, the moving estimate and the newest
+	// measurement of the checkpoint cost, the newest restore time, and the
+	// interval and mean time between failures in use.
+	RuntimeSeconds float64 `json:"runtime_s,omitempty"`
+	CostSeconds    float64 `json:"checkpoint_cost_s,omitempty"`
+	LastCost       float64 `json:"last_checkpoint_cost_s,omitempty"`
+	RestoreSeconds float64 `json:"last_restore_s,omitempty"`
+	Interval       float64 `json:"interval_s,omitempty"`
+	MTBF           float64 `json:"mtbf_s,omitempty"`
+	Deadline       string  `json:"deadline,omitempty"`
 }
 
 // Store keeps job records as JSON files in a directory.

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ckpt/ckpt/internal/policy"
 	"github.com/ckpt/ckpt/internal/proccr"
 	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/ckpt/ckpt/internal/restore"
@@ -20,12 +21,26 @@ import (
 type Options struct {
 	Name        string        // job and checkpoint name
 	Resume      bool          // resume from the newest checkpoint of Name if the job is not done
-	Every       time.Duration // checkpoint interval; 0: only on signals
+	Every       time.Duration // fixed checkpoint interval when Policy is off; 0: only on signals
 	Keep        int           // checkpoints of Name to keep (0: all)
 	MaxRestarts int           // crashes restored before giving up
 	Backoff     time.Duration // first wait before a restore; doubles each time
 	Command     []string
 	Logf        func(format string, a ...any)
+
+	// Policy chooses the interval (fixed, young, auto) from the measured
+	// checkpoint cost and the failures recorded in the job.
+	Policy policy.Policy
+	// StopSignals checkpoint and stop the program like SIGTERM (exit 143);
+	// CheckpointSignals checkpoint it and continue like SIGUSR1.
+	StopSignals, CheckpointSignals []os.Signal
+	// Deadline: checkpoint and stop (exit 143) once the time left is below
+	// the measured checkpoint cost plus Margin. Zero: none.
+	Deadline time.Time
+	Margin   time.Duration
+	// Preempt, when set, is polled for cloud preemption notices; a notice
+	// checkpoints and stops the program (exit 143).
+	Preempt *policy.Preempt
 }
 
 // ErrSupervisor wraps failures of ckpt itself (exit status 125).
@@ -55,11 +70,19 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 
 	// Signals first, so none is lost between start and the loop.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP}, append(o.StopSignals, o.CheckpointSignals...)...)...)
 	defer signal.Stop(sigs)
 	signal.Ignore(syscall.SIGINT) // the terminal sends it to the program too; it decides
 
-	s := &sup{r: r, store: store, o: o, job: job}
+	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now()}
+	if s.pol.Mode == policy.ModeOff && o.Every > 0 {
+		s.pol.Mode, s.pol.Every = policy.ModeFixed, o.Every
+	}
+	s.baseRuntime = time.Duration(job.RuntimeSeconds * float64(time.Second))
+	s.pol.SeedCost(time.Duration(job.CostSeconds * float64(time.Second)))
+	if !o.Deadline.IsZero() {
+		job.Deadline = o.Deadline.UTC().Format(time.RFC3339)
+	}
 	var pid int
 	if resume {
 		latest, err := r.Latest(ctx, o.Name)
@@ -86,9 +109,22 @@ type sup struct {
 	store Store
 	o     Options
 	job   *Job
+	pol   policy.Policy
+
+	runStart    time.Time     // of this run
+	baseRuntime time.Duration // of earlier runs of the job
 }
 
 func (s *sup) save() {
+	s.job.RuntimeSeconds = (s.baseRuntime + time.Since(s.runStart)).Seconds()
+	s.pol.SetHistory(s.baseRuntime+time.Since(s.runStart), s.job.Restarts)
+	if s.pol.Measured() > 0 {
+		s.job.CostSeconds = s.pol.Cost().Seconds()
+	}
+	s.job.Interval = s.pol.Interval().Seconds()
+	if s.pol.Mode == policy.ModeYoung || s.pol.Mode == policy.ModeDaly {
+		s.job.MTBF = s.pol.M().Seconds()
+	}
 	if err := s.store.Save(s.job); err != nil {
 		s.o.Logf("warning: saving the job record: %v", err)
 	}
@@ -122,8 +158,10 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 	}
 	var lastErr error
 	for _, m := range ms {
+		t0 := time.Now()
 		res, err := proccr.Restore(ctx, s.r, m, restore.Options{}, nil)
 		if err == nil {
+			s.job.RestoreSeconds = time.Since(t0).Seconds()
 			for _, w := range res.Warnings {
 				s.o.Logf("warning: %s", w)
 			}
@@ -147,6 +185,9 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	if err != nil && res == nil {
 		return err
 	}
+	cost := time.Since(t0)
+	s.pol.ObserveCost(cost)
+	s.job.LastCost = cost.Seconds()
 	s.job.Checkpoints++
 	s.job.LastCheckpoint, s.job.LastTime = res.Manifest.ID(), res.Manifest.Time
 	s.save()
@@ -159,12 +200,50 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	return err
 }
 
+// arm sets the periodic timer from the policy (stopped when it says 0)
+// and the deadline timer from the newest cost estimate.
+func (s *sup) arm(periodic, deadline *time.Timer) {
+	s.pol.SetHistory(s.baseRuntime+time.Since(s.runStart), s.job.Restarts)
+	if iv := s.pol.Interval(); iv > 0 {
+		periodic.Reset(iv)
+		if s.pol.Mode != policy.ModeFixed {
+			s.o.Logf("next checkpoint in %v (%s: cost %v, MTBF %v)", iv.Round(time.Millisecond), s.pol.Mode, s.pol.Cost().Round(time.Millisecond), s.pol.M().Round(time.Second))
+		}
+	} else {
+		periodic.Stop()
+	}
+	if !s.o.Deadline.IsZero() {
+		deadline.Reset(time.Until(policy.StopAt(s.o.Deadline, s.pol.WorstCost(), s.o.Margin)))
+	}
+}
+
+// stop checkpoints the program, kills it and marks the job stopped; ckpt
+// run then exits 143 as after a SIGTERM.
+func (s *sup) stop(ctx context.Context, pid int, exited <-chan unix.WaitStatus, why string) (int, error) {
+	if err := s.checkpoint(ctx, pid, true); err != nil {
+		s.o.Logf("checkpoint before stopping failed: %v; stopping the program anyway", err)
+		unix.Kill(pid, unix.SIGKILL)
+	}
+	<-exited
+	s.job.State, s.job.PID = StateStopped, 0
+	s.job.Message = "checkpointed and stopped by " + why
+	s.save()
+	return 128 + int(syscall.SIGTERM), nil
+}
+
 func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, error) {
-	var tick <-chan time.Time
-	if s.o.Every > 0 {
-		t := time.NewTicker(s.o.Every)
-		defer t.Stop()
-		tick = t.C
+	periodic, deadline := time.NewTimer(time.Hour), time.NewTimer(time.Hour)
+	periodic.Stop()
+	deadline.Stop()
+	defer periodic.Stop()
+	defer deadline.Stop()
+	s.arm(periodic, deadline)
+	s.save()
+	var preempt <-chan string
+	if s.o.Preempt != nil {
+		pctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		preempt = s.o.Preempt.Watch(pctx, s.o.Logf)
 	}
 	backoff := s.o.Backoff
 	exited, err := watchExit(pid)
@@ -173,27 +252,29 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 	}
 	for {
 		select {
-		case <-tick:
+		case <-periodic.C:
 			if err := s.checkpoint(ctx, pid, false); err != nil {
 				s.o.Logf("warning: periodic checkpoint failed: %v", err)
 			}
+			s.arm(periodic, deadline)
+			s.save()
+		case <-deadline.C:
+			s.o.Logf("deadline %s is %v away: checkpointing and stopping", s.o.Deadline.Format(time.RFC3339), time.Until(s.o.Deadline).Round(time.Millisecond))
+			return s.stop(ctx, pid, exited, "deadline "+s.o.Deadline.UTC().Format(time.RFC3339))
+		case notice := <-preempt:
+			s.o.Logf("preemption notice (%s): checkpointing and stopping", notice)
+			return s.stop(ctx, pid, exited, "preemption notice: "+notice)
 		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGUSR1:
+			if sig == syscall.SIGUSR1 || containsSignal(s.o.CheckpointSignals, sig) {
 				if err := s.checkpoint(ctx, pid, false); err != nil {
 					s.o.Logf("warning: checkpoint failed: %v", err)
 				}
-			default: // SIGTERM, SIGHUP: checkpoint and stop
-				if err := s.checkpoint(ctx, pid, true); err != nil {
-					s.o.Logf("checkpoint before stopping failed: %v; stopping the program anyway", err)
-					unix.Kill(pid, unix.SIGKILL)
-				}
-				<-exited
-				s.job.State, s.job.PID = StateStopped, 0
-				s.job.Message = "checkpointed and stopped by " + sig.String()
+				s.arm(periodic, deadline)
 				s.save()
-				return 128 + int(syscall.SIGTERM), nil
+				continue
 			}
+			// SIGTERM, SIGHUP, StopSignals: checkpoint and stop.
+			return s.stop(ctx, pid, exited, sig.String())
 		case ws := <-exited:
 			switch {
 			case ws.Exited():
@@ -232,6 +313,8 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 				if exited, err = watchExit(pid); err != nil {
 					return 0, err
 				}
+				s.arm(periodic, deadline)
+				s.save()
 			}
 		case <-ctx.Done():
 			return 0, ctx.Err()
@@ -273,6 +356,15 @@ func watchExit(pid int) (<-chan unix.WaitStatus, error) {
 		ch <- ws
 	}()
 	return ch, nil
+}
+
+func containsSignal(list []os.Signal, sig os.Signal) bool {
+	for _, x := range list {
+		if x == sig {
+			return true
+		}
+	}
+	return false
 }
 
 func isTerminal(f *os.File) bool {
