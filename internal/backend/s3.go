@@ -250,10 +250,18 @@ func (s *S3) Lock(ctx context.Context, name string, exclusive bool) (Unlocker, e
 	delay := 20 * time.Millisecond
 	for {
 		if err := put(); err != nil {
+			if ctx.Err() != nil { // the wait ended mid-request: the contract's ErrLocked
+				s.c.RemoveObject(context.WithoutCancel(ctx), s.bucket, mine, minio.RemoveObjectOptions{})
+				return nil, ErrLocked
+			}
 			return nil, fmt.Errorf("taking lock %s on %s: %w", name, s.loc, err)
 		}
 		conflict, err := s.conflicts(ctx, dir, mine, exclusive)
 		if err != nil {
+			if ctx.Err() != nil {
+				s.c.RemoveObject(context.WithoutCancel(ctx), s.bucket, mine, minio.RemoveObjectOptions{})
+				return nil, ErrLocked
+			}
 			return nil, err
 		}
 		if !conflict {
