@@ -142,6 +142,8 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 not found,
 		newAgentCommand(g), newFetchCommand(g),
 		newDemoCommand(g),
 		newDemoWorkerCommand(g),
+		newPlanCommand(g),
+		newSimCommand(g),
 	)
 	addPlatformCommands(root, g)
 	return root

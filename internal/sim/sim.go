@@ -133,34 +133,36 @@ func Run(j Job, d Dist, rng *rand.Rand) Result {
 	return res
 }
 
-// Stats summarises many runs.
+// Stats summarises many runs. The waste is that of the expected time,
+// 1 − W/E[T] (Daly's definition), not the mean of each run's 1 − W/T, which
+// Jensen's inequality puts below it.
 type Stats struct {
-	Runs           int
-	MeanTime       float64
-	MeanWaste      float64
-	WasteCI        float64 // half-width of the 95 % confidence interval of MeanWaste
-	TimeCI         float64
-	MeanFailures   float64
-	MeanCheckpoint float64
+	Runs           int     `json:"runs"`
+	MeanTime       float64 `json:"mean_time_s"`
+	TimeCI         float64 `json:"time_ci_s"` // half-width of the 95 % confidence interval
+	MeanWaste      float64 `json:"waste"`     // 1 − W/MeanTime
+	WasteCI        float64 `json:"waste_ci"`  // half-width of its 95 % confidence interval
+	MeanFailures   float64 `json:"mean_failures"`
+	MeanCheckpoint float64 `json:"mean_checkpoints"`
 }
 
 // Many runs j n times with a generator seeded by seed.
 func Many(j Job, d Dist, n int, seed uint64) Stats {
 	rng := rand.New(rand.NewPCG(seed, 0x636b7074))
-	var sw, sw2, st, st2, sf, sc float64
+	var st, st2, sf, sc float64
 	for i := 0; i < n; i++ {
 		r := Run(j, d, rng)
-		w := r.Waste(j.Work)
-		sw, sw2 = sw+w, sw2+w*w
 		st, st2 = st+r.Time, st2+r.Time*r.Time
 		sf += float64(r.Failures)
 		sc += float64(r.Checkpoints)
 	}
 	fn := float64(n)
-	s := Stats{Runs: n, MeanTime: st / fn, MeanWaste: sw / fn, MeanFailures: sf / fn, MeanCheckpoint: sc / fn}
+	s := Stats{Runs: n, MeanTime: st / fn, MeanFailures: sf / fn, MeanCheckpoint: sc / fn}
+	s.MeanWaste = 1 - j.Work/s.MeanTime
 	if n > 1 {
-		s.WasteCI = 1.96 * math.Sqrt(math.Max(0, (sw2-sw*sw/fn)/(fn-1))/fn)
 		s.TimeCI = 1.96 * math.Sqrt(math.Max(0, (st2-st*st/fn)/(fn-1))/fn)
+		// Delta method: d(1 − W/T)/dT = W/T².
+		s.WasteCI = j.Work * s.TimeCI / (s.MeanTime * s.MeanTime)
 	}
 	return s
 }

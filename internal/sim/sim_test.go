@@ -114,7 +114,7 @@ func TestSVG(t *testing.T) {
 	if err := xml.Unmarshal(b.Bytes(), new(struct{})); err != nil {
 		t.Fatalf("not well-formed XML: %v", err)
 	}
-	for _, s := range []string{"Young 5m46s", "Daly 5m40s", "<polyline", "t &lt;&amp;&gt;"} {
+	for _, s := range []string{"Young 5m46s", "Daly 5m40s", `text-anchor="end">Daly`, "<polyline", "t &lt;&amp;&gt;"} {
 		if !bytes.Contains(b.Bytes(), []byte(s)) {
 			t.Errorf("SVG lacks %q", s)
 		}

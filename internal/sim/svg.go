@@ -46,7 +46,7 @@ func WriteSVG(w io.Writer, curves []Curve, o PlotOptions) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="13">`+"\n", W, H, W, H)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
-	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16" font-weight="bold">%s</text>`+"\n", ml, html.EscapeString(o.Title))
+	fmt.Fprintf(&b, `<text x="%d" y="28" font-size="15" font-weight="bold">%s</text>`+"\n", ml, html.EscapeString(o.Title))
 	// Grid and axes.
 	for _, t := range yTicks(ymax) {
 		y := Y(t)
@@ -56,23 +56,28 @@ func WriteSVG(w io.Writer, curves []Curve, o PlotOptions) error {
 	for _, t := range xTicks(xmin, xmax) {
 		x := X(t)
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#e4e4e4"/>`+"\n", x, mt, x, H-mb)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, H-mb+18, fmtSeconds(t))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, H-mb+18, FormatSeconds(t))
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#333"/>`+"\n", ml, mt, pw, ph)
 	fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">checkpoint interval (log scale)</text>`+"\n", float64(ml)+pw/2, H-18)
 	fmt.Fprintf(&b, `<text transform="translate(20 %.0f) rotate(-90)" text-anchor="middle">waste: share of time not computing</text>`+"\n", float64(mt)+ph/2)
 	// Young and Daly.
+	// The smaller of the two is labelled to the left of its line.
 	for _, m := range []struct {
 		v    float64
 		name string
-		dy   int
-	}{{o.Young, "Young", 14}, {o.Daly, "Daly", 30}} {
+		left bool
+	}{{o.Young, "Young", o.Young < o.Daly}, {o.Daly, "Daly", o.Daly <= o.Young}} {
 		if m.v <= 0 || m.v < xmin || m.v > xmax {
 			continue
 		}
 		x := X(m.v)
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#555" stroke-dasharray="5 4"/>`+"\n", x, mt, x, H-mb)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#333">%s %s</text>`+"\n", x+5, mt+m.dy, m.name, fmtSeconds(m.v))
+		anchor, dx := "start", 5.0
+		if m.left {
+			anchor, dx = "end", -5
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#333" text-anchor="%s">%s %s</text>`+"\n", x+dx, mt+16, anchor, m.name, FormatSeconds(m.v))
 	}
 	// Curves.
 	for i, c := range curves {
@@ -158,8 +163,9 @@ func xTicks(lo, hi float64) []float64 {
 	return out
 }
 
-// fmtSeconds writes 90 as 1m30s, 3600 as 1h, 0.25 as 250ms.
-func fmtSeconds(s float64) string {
+// FormatSeconds writes 90 as 1m30s, 3600 as 1h, 0.25 as 250ms: short
+// labels for plots.
+func FormatSeconds(s float64) string {
 	switch {
 	case s < 1:
 		return trimFloat(math.Round(s*1000)) + "ms"
