@@ -138,7 +138,14 @@ func secs(s float64) string {
 	case s < 10:
 		return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 	}
-	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
+	d := time.Duration(s * float64(time.Second)).Round(time.Second).String()
+	if strings.HasSuffix(d, "m0s") {
+		d = strings.TrimSuffix(d, "0s")
+	}
+	if strings.HasSuffix(d, "h0m") {
+		d = strings.TrimSuffix(d, "0m")
+	}
+	return d
 }
 
 func bytesIEC(b float64) string {
