@@ -63,3 +63,53 @@ func (m *Mem) Write(addr uint64, b []byte) error {
 	}
 	return nil
 }
+
+// maxIov is the kernel's IOV_MAX, the most iovecs one call takes.
+const maxIov = 1024
+
+// WriteV stores the buffers one after another from addr: process_vm_writev
+// with one iovec per buffer (up to IOV_MAX a call), and /proc/PID/mem for
+// what it cannot write (pages not writable at the moment). The buffers are
+// written from where they lie: no copy into a staging buffer.
+func (m *Mem) WriteV(addr uint64, bufs [][]byte) error {
+	local := make([]unix.Iovec, 0, min(len(bufs), maxIov))
+	for len(bufs) > 0 {
+		local = local[:0]
+		total := 0
+		for _, b := range bufs[:min(len(bufs), maxIov)] {
+			if len(b) == 0 {
+				continue
+			}
+			iov := unix.Iovec{Base: &b[0]}
+			iov.SetLen(len(b))
+			local = append(local, iov)
+			total += len(b)
+		}
+		k := min(len(bufs), maxIov)
+		done := 0
+		if total > 0 {
+			remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: total}}
+			n, err := unix.ProcessVMWritev(m.PID, local, remote, 0)
+			if err == nil && n > 0 {
+				done = n
+			}
+		}
+		// Whatever process_vm_writev left (it stops at the first page it
+		// cannot write) goes through /proc/PID/mem.
+		skip := done
+		for _, b := range bufs[:k] {
+			if skip >= len(b) {
+				skip -= len(b)
+				continue
+			}
+			if err := m.Write(addr+uint64(done), b[skip:]); err != nil {
+				return err
+			}
+			done += len(b) - skip
+			skip = 0
+		}
+		addr += uint64(total)
+		bufs = bufs[k:]
+	}
+	return nil
+}

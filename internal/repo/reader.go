@@ -97,6 +97,31 @@ func (or *ObjectReader) ReadAt(ctx context.Context, p []byte, off uint64) (int, 
 	return want, eof
 }
 
+// Segments calls fn, in offset order, with the object's data in
+// [off, off+n): one call per extent (or the part of it in the window), b
+// being the verified chunk's own bytes, not a copy. Holes are skipped. fn
+// must not modify b; it may keep it (chunk buffers are not reused), so a
+// caller can gather several segments into one vectored write. Chunks load
+// and verify ahead of fn, in parallel, as with ReadAt.
+func (or *ObjectReader) Segments(ctx context.Context, off, n uint64, fn func(off uint64, b []byte) error) error {
+	end := min(off+n, or.size)
+	i := sort.Search(len(or.exts), func(k int) bool { return or.exts[k].Off+or.exts[k].Len > off })
+	for ; i < len(or.exts) && or.exts[i].Off < end; i++ {
+		e := or.exts[i]
+		or.prefetch(ctx, i+1)
+		plain, err := or.chunk(ctx, e.Chunk)
+		if err != nil {
+			return err
+		}
+		lo, hi := max(e.Off, off), min(e.Off+e.Len, end)
+		c := uint64(e.ChunkOff) + (lo - e.Off)
+		if err := fn(lo, plain[c:c+(hi-lo):c+(hi-lo)]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (or *ObjectReader) chunk(ctx context.Context, idx uint32) ([]byte, error) {
 	or.mu.Lock()
 	if p, ok := or.cachedLocked(idx); ok {

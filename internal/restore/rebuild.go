@@ -353,10 +353,23 @@ func (r *restorer) mapOne(p *rproc, m *image.Mapping) error {
 
 const pageBatch = 16 << 20
 
+// pageSegmenter is a PageReader that hands out saved memory as slices of
+// its own verified buffers (procstore's does), so pages go from there into
+// the process without a staging copy.
+type pageSegmenter interface {
+	PageSegments(pid int, addr, n uint64, fn func(addr uint64, b []byte) error) error
+}
+
+// writeBatch bounds the bytes gathered for one vectored write.
+const writeBatch = 8 << 20
+
 func (r *restorer) writePages(p *rproc) error {
 	ranges, err := r.pr.Ranges(p.img.PID)
 	if err != nil {
 		return err
+	}
+	if ps, ok := r.pr.(pageSegmenter); ok {
+		return writeSegments(ps, p.img.PID, ranges, p.mem)
 	}
 	buf := make([]byte, pageBatch)
 	for _, rg := range ranges {
@@ -372,6 +385,44 @@ func (r *restorer) writePages(p *rproc) error {
 		}
 	}
 	return nil
+}
+
+// writeSegments writes each range from the reader's chunk slices with
+// process_vm_writev, gathering contiguous slices into one call.
+func writeSegments(ps pageSegmenter, pid int, ranges []image.Range, mem *ptrace.Mem) error {
+	var (
+		bufs  [][]byte
+		start uint64 // address of bufs[0]
+		size  uint64
+	)
+	flush := func() error {
+		if len(bufs) == 0 {
+			return nil
+		}
+		err := mem.WriteV(start, bufs)
+		clear(bufs) // let the chunks go
+		bufs, size = bufs[:0], 0
+		return err
+	}
+	for _, rg := range ranges {
+		err := ps.PageSegments(pid, rg.Addr, rg.Len, func(addr uint64, b []byte) error {
+			if len(bufs) > 0 && (start+size != addr || size >= writeBatch) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			if len(bufs) == 0 {
+				start = addr
+			}
+			bufs = append(bufs, b)
+			size += uint64(len(b))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return flush()
 }
 
 // moveVdso moves [vvar], [vvar_vclock] and [vdso] together to the saved
