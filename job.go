@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,6 +101,11 @@ func Open(name string, opts ...Option) (*Job, error) {
 		if errors.Is(err, repo.ErrNotRepository) {
 			j.repo, err = repo.Init(ctx, o.be, repo.InitOptions{Key: o.key})
 		}
+	case o.loc != "":
+		j.repo, err = openLocation(ctx, o.loc, o.key)
+		if err == nil {
+			j.closeRepo = j.repo.Close
+		}
 	default:
 		dir := o.dir
 		if dir == "" {
@@ -128,6 +134,19 @@ func openDir(ctx context.Context, dir string, key []byte) (*repo.Repository, err
 		if r, ierr := repo.InitDir(ctx, dir, repo.InitOptions{Key: key}); ierr == nil {
 			return r, nil
 		}
+	}
+	return r, err
+}
+
+// openLocation opens the repository at loc (a directory, s3: or agent://
+// location), creating it when there is none (encrypted when a key is given).
+func openLocation(ctx context.Context, loc string, key []byte) (*repo.Repository, error) {
+	if !strings.HasPrefix(loc, "s3:") && !strings.HasPrefix(loc, "agent://") {
+		return openDir(ctx, loc, key)
+	}
+	r, err := repo.OpenLocation(ctx, loc, key, true)
+	if err != nil && key != nil && errors.Is(err, repo.ErrNotRepository) {
+		return repo.InitLocation(ctx, loc, repo.InitOptions{Key: key})
 	}
 	return r, err
 }

@@ -23,6 +23,7 @@ type Option func(*options) error
 
 type options struct {
 	dir      string
+	loc      string
 	key      []byte
 	repo     *repo.Repository
 	be       backend.Backend
@@ -47,6 +48,23 @@ func WithDir(dir string) Option {
 			return errors.New("WithDir: empty directory")
 		}
 		o.dir = dir
+		return nil
+	}
+}
+
+// WithLocation stores checkpoints in the repository at loc, creating it on
+// first use (encrypted when a key is given): a directory (as WithDir), an
+// S3 location "s3:http(s)://HOST/BUCKET/PREFIX", or a ckpt agent's
+// "agent://HOST:PORT/GROUP" (docs/AGENT.md; the group token comes from
+// $CKPT_AGENT_TOKEN_FILE or $CKPT_AGENT_TOKEN). On an agent, Checkpoint
+// returns once the checkpoint is committed on the node (L1); the agent then
+// moves it to the partner, erasure and durable levels in the background.
+func WithLocation(loc string) Option {
+	return func(o *options) error {
+		if loc == "" {
+			return errors.New("WithLocation: empty location")
+		}
+		o.loc = loc
 		return nil
 	}
 }

@@ -138,32 +138,10 @@ func (p *agentProc) kill() {
 // with SIGKILL and the node's store is lost; a replacement agent on that
 // node fetches the checkpoint from the fragments and it verifies.
 func TestAgentProcessesKilled(t *testing.T) {
-	dir := t.TempDir()
-	tokFile := filepath.Join(dir, "tok")
-	os.WriteFile(tokFile, []byte(agentTok), 0o600)
-	procs := make([]*agentProc, 4)
-	for i := range procs {
-		procs[i] = &agentProc{name: fmt.Sprintf("n%d", i), addr: freeAddr(t), dir: filepath.Join(dir, fmt.Sprintf("n%d", i))}
-	}
-	for i, p := range procs {
-		peers := map[string]string{}
-		for j, q := range procs {
-			if j != i {
-				peers[q.name] = q.addr
-			}
-		}
-		b, _ := json.Marshal(map[string]any{
-			"listen": p.addr, "data_dir": p.dir, "node": p.name, "peers": peers,
-			"groups": map[string]any{"sim": map[string]string{"token_file": tokFile}},
-			"levels": map[string]any{
-				"partner": map[string]any{"every": 1},
-				"erasure": map[string]any{"every": 1, "k": 2, "m": 2, "stripe_kib": 64},
-			},
-		})
-		p.cfg = filepath.Join(dir, p.name+".json")
-		os.WriteFile(p.cfg, b, 0o600)
-		p.start(t)
-	}
+	procs := startAgents(t, 4, map[string]any{
+		"partner": map[string]any{"every": 1},
+		"erasure": map[string]any{"every": 1, "k": 2, "m": 2, "stripe_kib": 64},
+	})
 	ctx := context.Background()
 	loc := "agent://" + procs[0].addr + "/sim"
 	t.Setenv(backend.AgentTokenEnv, agentTok)
@@ -236,6 +214,36 @@ func TestAgentProcessesKilled(t *testing.T) {
 	// Nothing anywhere: exit 3.
 	res2 = runCkptEnv(t, loc, []string{"CKPT_AGENT_TOKEN=" + agentTok}, "fetch", "nosuch", "--from", loc)
 	wantCode(t, res2, exitNotFound, "fetch of a missing checkpoint")
+}
+
+// startAgents starts n agent processes (n0, n1, …), each other's peers,
+// serving group "sim" with agentTok and the levels policy levels.
+func startAgents(t *testing.T, n int, levels map[string]any) []*agentProc {
+	t.Helper()
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "tok")
+	os.WriteFile(tokFile, []byte(agentTok), 0o600)
+	procs := make([]*agentProc, n)
+	for i := range procs {
+		procs[i] = &agentProc{name: fmt.Sprintf("n%d", i), addr: freeAddr(t), dir: filepath.Join(dir, fmt.Sprintf("n%d", i))}
+	}
+	for i, p := range procs {
+		peers := map[string]string{}
+		for j, q := range procs {
+			if j != i {
+				peers[q.name] = q.addr
+			}
+		}
+		b, _ := json.Marshal(map[string]any{
+			"listen": p.addr, "data_dir": p.dir, "node": p.name, "peers": peers,
+			"groups": map[string]any{"sim": map[string]string{"token_file": tokFile}},
+			"levels": levels,
+		})
+		p.cfg = filepath.Join(dir, p.name+".json")
+		os.WriteFile(p.cfg, b, 0o600)
+		p.start(t)
+	}
+	return procs
 }
 
 func runCkptEnv(t *testing.T, repoDir string, env []string, args ...string) result {

@@ -35,7 +35,22 @@ type Agent struct {
 	// by a level flush or a recovery, not a new checkpoint of this node, so
 	// the agent does not flush them again.
 	Origin string
+
+	// Commit notification (CommitWatcher): manifests saved since the last
+	// Sync, told to the agent once a Sync made them durable.
+	cmu     sync.Mutex
+	decode  ManifestDecoder
+	pending []pendingManifest
 }
+
+type pendingManifest struct {
+	id   string
+	blob []byte
+}
+
+// maxPendingNotices bounds the commit notices kept for a retry at the next
+// Sync when the agent could not be told.
+const maxPendingNotices = 64
 
 // Header names of the agent protocol.
 const (
@@ -232,19 +247,90 @@ func (a *Agent) Save(ctx context.Context, h Handle, data []byte) error {
 	if resp.StatusCode/100 != 2 {
 		return a.statusError(resp, "saving "+h.String())
 	}
+	if h.Kind == Manifest && a.Origin == "" {
+		a.cmu.Lock()
+		if a.decode != nil {
+			a.pending = append(a.pending, pendingManifest{id: h.Name, blob: bytes.Clone(data)})
+		}
+		a.cmu.Unlock()
+	}
 	return nil
 }
 
+// WatchCommits implements CommitWatcher: after a Sync, every manifest this
+// client saved before it is decoded with dec and told to the agent
+// (Committed), so the agent moves it up the levels even when it cannot
+// read it. Copies made with Origin set are not told: they are not new
+// checkpoints of the node.
+func (a *Agent) WatchCommits(dec ManifestDecoder) {
+	a.cmu.Lock()
+	a.decode = dec
+	a.cmu.Unlock()
+}
+
 func (a *Agent) Sync(ctx context.Context) error {
+	// Only manifests saved before the sync is asked for are durable after it.
+	a.cmu.Lock()
+	todo, dec := a.pending, a.decode
+	a.pending = nil
+	a.cmu.Unlock()
 	resp, err := a.do(ctx, http.MethodPost, "/sync", nil, 0)
 	if err != nil {
+		a.requeue(todo)
 		return fmt.Errorf("syncing: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
+		a.requeue(todo)
 		return a.statusError(resp, "syncing")
 	}
+	a.notify(ctx, dec, todo)
 	return nil
+}
+
+// CommitNotice is the body of POST …/checkpoints/ID/committed.
+type CommitNotice struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Chunks []string  `json:"chunks"`
+}
+
+// notify tells the agent of manifests made durable. The checkpoints are
+// committed whatever happens here, so a failure is not the Sync's: a notice
+// the agent did not take is kept (a bounded number) and sent again after
+// the next Sync; one that cannot be decoded is dropped.
+func (a *Agent) notify(ctx context.Context, dec ManifestDecoder, todo []pendingManifest) {
+	var failed []pendingManifest
+	for _, p := range todo {
+		if dec == nil {
+			break
+		}
+		seq, chunks, err := dec(p.id, p.blob)
+		if err != nil {
+			continue // not a manifest of this repository: nothing to tell
+		}
+		if chunks == nil {
+			chunks = []string{}
+		}
+		if err := a.Committed(ctx, p.id, CommitNotice{Seq: seq, Time: time.Now().UTC(), Chunks: chunks}); err != nil {
+			if !errors.Is(err, ErrNotExist) {
+				failed = append(failed, p)
+			}
+		}
+	}
+	a.requeue(failed)
+}
+
+func (a *Agent) requeue(ps []pendingManifest) {
+	if len(ps) == 0 {
+		return
+	}
+	a.cmu.Lock()
+	defer a.cmu.Unlock()
+	a.pending = append(ps, a.pending...)
+	if n := len(a.pending); n > maxPendingNotices {
+		a.pending = a.pending[n-maxPendingNotices:]
+	}
 }
 
 func (a *Agent) Load(ctx context.Context, h Handle) ([]byte, error) {

@@ -255,7 +255,8 @@ func TestErasureCorruptShardRepaired(t *testing.T) {
 }
 
 // TestEncryptedCheckpointFlush: the agent cannot read an encrypted
-// manifest; the client's committed notification gives it the chunk list,
+// manifest; the committed notification the agent backend sends after the
+// repository's commit gives it the chunk list,
 // and recovery on a replacement node with the key works.
 func TestEncryptedCheckpointFlush(t *testing.T) {
 	key := []byte("a key of the repository, 32 byte")
@@ -265,14 +266,17 @@ func TestEncryptedCheckpointFlush(t *testing.T) {
 	})
 	data := randBytes(4, 300<<10)
 	a := client(t, nodes[0])
-	_, m := write(t, a, key, "enc", data)
+	// A copy made with an origin (a flush, a recovery) is not told to the
+	// agent: it stays at L1.
+	ac := client(t, nodes[0])
+	ac.Origin = "elsewhere"
+	_, mc := write(t, ac, key, "copy", data)
 	waitIdle(t, nodes[0])
-	if _, err := levels.LoadRecord(context.Background(), a, m.ID(), levels.Partner); !errors.Is(err, backend.ErrNotExist) {
-		t.Fatalf("flushed without knowing the chunks: %v", err)
+	if _, err := levels.LoadRecord(context.Background(), a, mc.ID(), levels.Partner); !errors.Is(err, backend.ErrNotExist) {
+		t.Fatalf("a copy with an origin was flushed: %v", err)
 	}
-	if err := a.Committed(context.Background(), m.ID(), agent.Committed{Seq: m.Seq, Chunks: levels.ChunkIDs(m)}); err != nil {
-		t.Fatal(err)
-	}
+	// The repository tells the agent of its commit (backend.CommitWatcher).
+	_, m := write(t, a, key, "enc", data)
 	waitIdle(t, nodes[0])
 	if r := record(t, a, m.ID(), levels.Partner); !r.Complete || r.Where != nodes[2].Location("sim") {
 		t.Fatalf("partner: %+v", r)

@@ -178,5 +178,6 @@ func newRepository(be backend.Backend, cfg Config, k *keys) (*Repository, error)
 		}
 		r.aead = aead
 	}
+	r.watchCommits() // commithook.go
 	return r, nil
 }

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ckpt/ckpt"
+	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/levels"
+)
+
+func agentClient(t *testing.T, p *agentProc) *backend.Agent {
+	t.Helper()
+	a, err := backend.OpenAgent(context.Background(), "agent://"+p.addr+"/sim", agentTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// TestLibraryEncryptedAgent: a program using the library checkpoints
+// asynchronously into an encrypted agent:// repository. The library says
+// nothing about levels: the agent backend tells the agent of the commit
+// (the agent cannot read the sealed manifest), and the agent moves it to
+// its partner and to erasure fragments while the program goes on. The
+// program's Checkpoint returns after staging, its commit after L1. The
+// node and its partner are then killed and the node's disk lost: ckpt
+// fetch rebuilds the checkpoint from fragments on the replacement node and
+// the library restores it.
+func TestLibraryEncryptedAgent(t *testing.T) {
+	procs := startAgents(t, 4, map[string]any{
+		"partner": map[string]any{"every": 1},
+		"erasure": map[string]any{"every": 1, "k": 2, "m": 2, "stripe_kib": 256},
+	})
+	t.Setenv(backend.AgentTokenEnv, agentTok)
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte("library key for the agent test 0123456789"), 0o600)
+	loc := "agent://" + procs[0].addr + "/sim"
+	ctx := context.Background()
+
+	j, err := ckpt.Open("job", ckpt.WithLocation(loc), ckpt.WithKeyFile(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := make([]byte, 32<<20)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for i := range state {
+		state[i] = byte(rnd.Uint32())
+	}
+	if err := j.Protect("state", state); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := j.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	blocked := time.Since(t0)
+	if err := j.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	l1 := time.Since(t0)
+	info, _ := j.LastCommit()
+	a := agentClient(t, procs[0])
+	if n, err := a.WaitIdle(ctx, 30*time.Second); err != nil || n != 0 {
+		t.Fatalf("flush: %d %v", n, err)
+	}
+	flushed := time.Since(t0)
+	t.Logf("32 MiB, encrypted: Checkpoint blocked %v, committed at L1 after %v, partner and erasure complete after %v",
+		blocked.Round(time.Millisecond), l1.Round(time.Millisecond), flushed.Round(time.Millisecond))
+	for _, l := range []string{levels.Local, levels.Partner, levels.Erasure} {
+		r, err := levels.LoadRecord(ctx, a, info.ID, l)
+		if err != nil || !r.Complete || r.Seq != info.Seq {
+			t.Fatalf("level %s: %+v %v", l, r, err)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The node and its partner die; the node's disk is lost.
+	procs[0].kill()
+	procs[1].kill()
+	os.RemoveAll(procs[0].dir)
+	procs[0].start(t)
+	cmd := exec.Command(ckptBin, "fetch", "job", "--from", loc, "--json", "--key-file", keyFile)
+	cmd.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fetch: %v %s", err, out)
+	}
+	var res fetchJSON
+	if err := json.Unmarshal(out, &res); err != nil || res.ID != info.ID || res.Level != levels.Erasure {
+		t.Fatalf("fetch: %v %s", err, out)
+	}
+	j2, err := ckpt.Open("job", ckpt.WithLocation(loc), ckpt.WithKeyFile(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	got := make([]byte, len(state))
+	j2.Protect("state", got)
+	if _, err := j2.Restore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, state) {
+		t.Fatal("restored state differs")
+	}
+}
