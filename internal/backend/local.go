@@ -314,21 +314,25 @@ func (l *Local) List(ctx context.Context, k Kind, fn func(Info) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		ents, err := l.fs.ReadDir(d)
-		if err != nil {
-			return fmt.Errorf("listing %s: %w", d, err)
-		}
-		for _, e := range ents {
+		var ferr error // fn's error, told apart from the listing's
+		err := eachDirEntry(l.fs, d, func(e fs.DirEntry) error {
 			if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-				continue
+				return nil
 			}
 			in := Info{Handle: Handle{Kind: k, Name: e.Name()}}
 			if fi, err := e.Info(); err == nil {
 				in.Size, in.ModTime = fi.Size(), fi.ModTime()
+			} else if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while listed
 			}
-			if err := fn(in); err != nil {
-				return err
-			}
+			ferr = fn(in)
+			return ferr
+		})
+		if ferr != nil {
+			return ferr
+		}
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", d, err)
 		}
 	}
 	return nil
