@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/backend"
 )
@@ -50,6 +51,26 @@ type LevelsConfig struct {
 	Partner PartnerConfig `json:"partner"`
 	Erasure ErasureConfig `json:"erasure"`
 	Durable DurableConfig `json:"durable"`
+	Retry   RetryConfig   `json:"retry"`
+}
+
+// RetryConfig bounds how a level that failed is tried again: after
+// BackoffMS, then twice as long each time up to MaxBackoffMS, at most
+// Attempts times in all (the first try included). After the last, the
+// level waits for the agent's restart or a new notice of the checkpoint.
+type RetryConfig struct {
+	Attempts     int `json:"attempts,omitempty"`       // default 10; 1: no retry
+	BackoffMS    int `json:"backoff_ms,omitempty"`     // default 2000
+	MaxBackoffMS int `json:"max_backoff_ms,omitempty"` // default 300000 (5 min)
+}
+
+// delay is the wait before try number next (2, 3, …).
+func (r RetryConfig) delay(next int) time.Duration {
+	d := time.Duration(r.BackoffMS) * time.Millisecond
+	for i := 2; i < next && d < time.Duration(r.MaxBackoffMS)*time.Millisecond; i++ {
+		d *= 2
+	}
+	return min(d, time.Duration(r.MaxBackoffMS)*time.Millisecond)
 }
 
 // PartnerConfig is L2.
@@ -228,6 +249,11 @@ func (c *Config) Validate() error {
 	} else if loc != "" && !strings.HasPrefix(loc, "/") {
 		bad("levels.durable.location %q: an absolute directory or s3:http(s)://HOST/BUCKET/PREFIX", loc)
 	}
+	if rc := l.Retry; rc.Attempts < 0 || rc.BackoffMS < 0 || rc.MaxBackoffMS < 0 {
+		bad("levels.retry: must not be negative")
+	} else if rc.MaxBackoffMS > 0 && rc.BackoffMS > rc.MaxBackoffMS {
+		bad("levels.retry: backoff_ms %d is larger than max_backoff_ms %d", rc.BackoffMS, rc.MaxBackoffMS)
+	}
 	if c.Limits.MaxBlobMiB < 0 || c.Limits.MaxInflight < 0 {
 		bad("limits: must not be negative")
 	}
@@ -237,6 +263,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Levels.Erasure.StripeKiB == 0 {
 		c.Levels.Erasure.StripeKiB = 1024
+	}
+	if c.Levels.Retry.Attempts == 0 {
+		c.Levels.Retry.Attempts = 10
+	}
+	if c.Levels.Retry.BackoffMS == 0 {
+		c.Levels.Retry.BackoffMS = 2000
+	}
+	if c.Levels.Retry.MaxBackoffMS == 0 {
+		c.Levels.Retry.MaxBackoffMS = max(300000, c.Levels.Retry.BackoffMS)
 	}
 	if c.Limits.MaxBlobMiB == 0 {
 		c.Limits.MaxBlobMiB = 80

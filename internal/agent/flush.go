@@ -18,6 +18,9 @@ type job struct {
 	g    *group
 	id   string
 	note *Committed // from POST .../committed; nil when noticed on Sync
+	// tries counts the tries so far of the levels that failed (0 for a
+	// new job).
+	tries int
 }
 
 // flusher moves checkpoints up the levels one at a time, in the order they
@@ -30,6 +33,9 @@ type flusher struct {
 	set  map[string]bool // group/id queued or running
 	wake chan struct{}
 	idle chan struct{} // closed while nothing is queued or running
+
+	ctx     context.Context // the flusher's, while run runs
+	retries int             // jobs waiting for a retry (not queued)
 }
 
 func newFlusher(s *Server) *flusher {
@@ -89,6 +95,9 @@ func (f *flusher) done(key string) {
 }
 
 func (f *flusher) run(ctx context.Context) {
+	f.mu.Lock()
+	f.ctx = ctx
+	f.mu.Unlock()
 	for {
 		f.mu.Lock()
 		var j job
@@ -107,12 +116,40 @@ func (f *flusher) run(ctx context.Context) {
 				continue
 			}
 		}
-		f.s.process(ctx, j)
+		failed := f.s.process(ctx, j)
 		f.done(j.g.name + "/" + j.id)
+		if failed {
+			f.later(j)
+		}
 		if ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// later queues j again after the backoff of its next try, unless it has
+// had all its tries. A retry waiting is not "queued": waiters do not wait
+// for it.
+func (f *flusher) later(j job) {
+	rc := f.s.cfg.Levels.Retry
+	j.tries++
+	if j.tries >= rc.Attempts {
+		return
+	}
+	f.mu.Lock()
+	ctx := f.ctx
+	f.retries++
+	f.s.met.retries.Set(float64(f.retries))
+	f.mu.Unlock()
+	time.AfterFunc(rc.delay(j.tries+1), func() {
+		f.mu.Lock()
+		f.retries--
+		f.s.met.retries.Set(float64(f.retries))
+		f.mu.Unlock()
+		if ctx.Err() == nil {
+			f.enqueue(j)
+		}
+	})
 }
 
 // wait waits until nothing is queued or ctx ends; it returns what is left.
@@ -166,8 +203,9 @@ func (s *Server) saveLocalRecord(ctx context.Context, g *group, id string, seq u
 
 // process moves one checkpoint to every level the policy asks for and
 // that it is not complete at yet. Failures are recorded (and counted) per
-// level; the local copy is never touched.
-func (s *Server) process(ctx context.Context, j job) {
+// level; the local copy is never touched. It reports whether a level
+// failed (then the flusher tries again later).
+func (s *Server) process(ctx context.Context, j job) (failed bool) {
 	g := j.g
 	log := s.log.With("group", g.name, "checkpoint", j.id)
 	local, err := levels.LoadRecord(ctx, g.store, j.id, levels.Local)
@@ -179,17 +217,17 @@ func (s *Server) process(ctx context.Context, j job) {
 			} else {
 				log.Warn("reading manifest", "err", rerr)
 			}
-			return
+			return false
 		}
 		if err := s.saveLocalRecord(ctx, g, j.id, seq, chunks); err != nil {
 			log.Warn("saving level record", "err", err)
-			return
+			return ctx.Err() == nil
 		}
 		local, err = levels.LoadRecord(ctx, g.store, j.id, levels.Local)
 	}
 	if err != nil {
 		log.Warn("reading level record", "err", err)
-		return
+		return false
 	}
 	pol := s.cfg.Levels
 	due := func(every int) bool { return every > 0 && local.Seq%uint64(every) == 0 }
@@ -217,20 +255,28 @@ func (s *Server) process(ctx context.Context, j job) {
 		rec.Level, rec.Time, rec.Seq = st.level, time.Now().UTC(), local.Seq
 		if err != nil {
 			if ctx.Err() != nil {
-				return // shutting down: not a failure of the level
+				return false // shutting down: not a failure of the level
 			}
-			rec.Complete, rec.Error = false, err.Error()
+			failed = true
+			rec.Complete, rec.Error, rec.Attempts = false, err.Error(), j.tries+1
+			if rc := s.cfg.Levels.Retry; rec.Attempts < rc.Attempts {
+				next := rec.Time.Add(rc.delay(rec.Attempts + 1))
+				rec.Retry = &next
+			}
 			s.met.flushErrors.WithLabelValues(st.level).Inc()
-			log.Warn("flush failed", "level", st.level, "err", err)
+			s.met.levelFailed(st.level, err, rec.Time)
+			log.Warn("flush failed", "level", st.level, "attempt", rec.Attempts, "retry", rec.Retry, "err", err)
 		} else {
 			rec.Complete = true
 			s.met.flushes.WithLabelValues(st.level).Inc()
+			s.met.levelOK(st.level)
 			log.Info("flushed", "level", st.level, "where", rec.Where, "took", time.Since(t0).Round(time.Millisecond))
 		}
 		if err := levels.SaveRecord(ctx, g.store, j.id, rec); err != nil {
 			log.Warn("saving level record", "level", st.level, "err", err)
 		}
 	}
+	return failed
 }
 
 // readManifest reads the sequence number and chunk IDs of an unencrypted

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +20,8 @@ type metrics struct {
 	queue       prometheus.Gauge
 	flushes     *prometheus.CounterVec
 	flushErrors *prometheus.CounterVec
+	retries     prometheus.Gauge
+	lastError   *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -45,10 +48,30 @@ func newMetrics() *metrics {
 		flushErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ckpt_agent_flush_errors_total", Help: "Flushes to a level that failed.",
 		}, []string{"level"}),
+		retries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ckpt_agent_flush_retries_scheduled", Help: "Checkpoints waiting (backing off) to try a failed level again.",
+		}),
+		lastError: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ckpt_agent_flush_last_error", Help: "Unix time of the last failed flush to a level, with its error; absent once the level succeeds again.",
+		}, []string{"level", "error"}),
 	}
-	m.reg.MustRegister(m.requests, m.bytesIn, m.bytesOut, m.blobsStored, m.queue, m.flushes, m.flushErrors,
+	m.reg.MustRegister(m.requests, m.bytesIn, m.bytesOut, m.blobsStored, m.queue, m.flushes, m.flushErrors, m.retries, m.lastError,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// levelFailed shows err as the level's last error (one series per level).
+func (m *metrics) levelFailed(level string, err error, at time.Time) {
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	m.lastError.DeletePartialMatch(prometheus.Labels{"level": level})
+	m.lastError.WithLabelValues(level, msg).Set(float64(at.Unix()))
+}
+
+func (m *metrics) levelOK(level string) {
+	m.lastError.DeletePartialMatch(prometheus.Labels{"level": level})
 }
 
 func (m *metrics) handler() http.Handler {

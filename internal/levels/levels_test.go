@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -443,4 +444,106 @@ func TestEncodePeerVanishes(t *testing.T) {
 	if _, err := dst2.Stat(ctx, backend.Handle{Kind: backend.Manifest, Name: m.ID()}); !errors.Is(err, backend.ErrNotExist) {
 		t.Fatal("a failed rebuild committed a manifest")
 	}
+}
+
+// TestFlushRetry: the partner is down when a checkpoint is flushed. The
+// level record and /metrics carry the error and the next try; the flusher
+// tries again with backoff, and once the partner is back up the copy is
+// made, without restarting the agent. With the tries used up it gives up,
+// and the record says no retry is due.
+func TestFlushRetry(t *testing.T) {
+	nodes := agenttest.Cluster(t, 2, map[string]string{"sim": tok}, agent.LevelsConfig{
+		Partner: agent.PartnerConfig{Every: 1},
+		Retry:   agent.RetryConfig{Attempts: 50, BackoffMS: 20, MaxBackoffMS: 100},
+	})
+	nodes[1].Stop()
+	ctx := context.Background()
+	a := client(t, nodes[0])
+	_, m := write(t, a, nil, "job", randBytes(9, 100<<10))
+	var r *levels.Record
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		r, err = levels.LoadRecord(ctx, a, m.ID(), levels.Partner)
+		if err == nil && r.Attempts >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no retries: %+v %v", r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.Complete || !strings.Contains(r.Error, "node1") || r.Retry == nil {
+		t.Fatalf("failing partner record: %+v", r)
+	}
+	metrics := func() string {
+		resp, err := http.Get("http://" + nodes[0].Addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if mt := metrics(); !strings.Contains(mt, `ckpt_agent_flush_last_error{error="no partner took the copy: node node1:`) ||
+		!strings.Contains(mt, "ckpt_agent_flush_retries_scheduled 1") {
+		t.Fatalf("metrics without the error or the retry:\n%s", grepLines(mt, "flush"))
+	}
+	nodes[1].Restart(t)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		r, _ = levels.LoadRecord(ctx, a, m.ID(), levels.Partner)
+		if r != nil && r.Complete {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the partner is back but the copy was not made: %+v", r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := readGrid(t, client(t, nodes[1]), nil, m.ID()); len(got) != 100<<10 {
+		t.Fatal("partner copy incomplete")
+	}
+	if mt := metrics(); strings.Contains(mt, "ckpt_agent_flush_last_error{") || !strings.Contains(mt, "ckpt_agent_flush_retries_scheduled 0") {
+		t.Fatalf("metrics after the retry succeeded:\n%s", grepLines(mt, "flush"))
+	}
+}
+
+// TestFlushRetryGivesUp: the tries are bounded.
+func TestFlushRetryGivesUp(t *testing.T) {
+	nodes := agenttest.Cluster(t, 2, map[string]string{"sim": tok}, agent.LevelsConfig{
+		Partner: agent.PartnerConfig{Every: 1},
+		Retry:   agent.RetryConfig{Attempts: 3, BackoffMS: 10, MaxBackoffMS: 20},
+	})
+	nodes[1].Stop()
+	a := client(t, nodes[0])
+	_, m := write(t, a, nil, "job", randBytes(10, 10<<10))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := levels.LoadRecord(context.Background(), a, m.ID(), levels.Partner)
+		if err == nil && r.Attempts == 3 {
+			if r.Retry != nil || r.Complete {
+				t.Fatalf("last try: %+v", r)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tries: %+v %v", r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if r := record(t, a, m.ID(), levels.Partner); r.Attempts != 3 {
+		t.Fatalf("tried again after the last try: %+v", r)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -47,6 +47,11 @@ type Record struct {
 	Fragments []FragmentPlace `json:"fragments,omitempty"`
 	// Error says why an attempt did not complete.
 	Error string `json:"error,omitempty"`
+	// Attempts counts the tries that failed in a row; Retry is when the
+	// next one is due (absent: none is scheduled, the agent gave up until
+	// it restarts or the checkpoint is noticed again).
+	Attempts int        `json:"attempts,omitempty"`
+	Retry    *time.Time `json:"retry,omitempty"`
 }
 
 // FragmentPlace is where fragment Index of a checkpoint went.
