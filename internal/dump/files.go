@@ -58,7 +58,13 @@ func dumpFDs(pid int, comm string, ids *idCache, opts Options, tree *image.Tree)
 			return nil, refuse("a socket " + link)
 		case strings.HasPrefix(link, "anon_inode:"):
 			kind := strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
-			return nil, refuse(kind + " (" + link + ")")
+			why, err := anonFD(pid, num, kind, info, fd, func(w string) { tree.Warnings = append(tree.Warnings, w) })
+			if err != nil {
+				return nil, fmt.Errorf("process %d (%s): fd %d (%s): %w", pid, comm, num, link, err)
+			}
+			if why != "" {
+				return nil, refuse(kind + " (" + link + ")")
+			}
 		case strings.HasPrefix(link, "pipe:["):
 			fd.Kind = image.FDPipe
 			fd.Pipe = info.Ino
@@ -115,6 +121,14 @@ func dumpFDs(pid int, comm string, ids *idCache, opts Options, tree *image.Tree)
 				return nil, refuse("an unsupported file type " + link)
 			}
 		}
+		locks, why, err := parseLocks(info.Extra["lock"])
+		if err != nil {
+			return nil, fmt.Errorf("process %d (%s): fd %d (%s): %w", pid, comm, num, link, err)
+		}
+		if why != "" {
+			return nil, refuse(why + " " + link)
+		}
+		fd.Locks = locks
 		out = append(out, fd)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Num < out[j].Num })
@@ -277,6 +291,57 @@ func linkFiles(tree *image.Tree) error {
 					next++
 				}
 				b.fd.Desc = a.fd.Desc
+			}
+		}
+	}
+	return resolveEpoll(tree)
+}
+
+// resolveEpoll keeps, for each epoll description, the interest list of one
+// process in which every target is open under its registered number; the
+// restorer re-adds the targets there. A target no process holds under that
+// number (closed, or renumbered with dup2 after EPOLL_CTL_ADD) cannot be
+// re-added.
+func resolveEpoll(tree *image.Tree) error {
+	done := map[int]bool{}
+	for _, p := range tree.Processes {
+		for _, fd := range p.FDs {
+			if fd.Kind != image.FDEpoll || len(fd.Epoll) == 0 || fd.Desc != 0 && done[fd.Desc] {
+				continue
+			}
+			holders := []*image.FD{fd}
+			if fd.Desc != 0 {
+				done[fd.Desc] = true
+				for _, q := range tree.Processes {
+					for _, g := range q.FDs {
+						if g != fd && g.Desc == fd.Desc {
+							holders = append(holders, g)
+						}
+					}
+				}
+			}
+			chosen := -1
+			for i, h := range holders {
+				ok := true
+				for _, t := range h.Epoll {
+					ok = ok && t.FD >= 0
+				}
+				if ok && chosen < 0 {
+					chosen = i
+				}
+			}
+			if chosen < 0 {
+				for _, t := range fd.Epoll {
+					if t.FD < 0 {
+						return fmt.Errorf("process %d (%s): fd %d is an epoll whose target fd %d is no longer open under that number: %w",
+							p.PID, p.Comm, fd.Num, -1-t.FD, ErrUnsupported)
+					}
+				}
+			}
+			for i, h := range holders {
+				if i != chosen {
+					h.Epoll = nil
+				}
 			}
 		}
 	}

@@ -37,13 +37,14 @@ type Range struct{ Addr, Len uint64 }
 
 // Tree is a checkpointed process tree.
 type Tree struct {
-	Version   int        `json:"version"`
-	Root      int        `json:"root"` // PID of the process the dump was asked for
-	Kernel    string     `json:"kernel,omitempty"`
-	CPU       CPU        `json:"cpu"`
-	Processes []*Process `json:"processes"` // parents before children
-	Pipes     []*Pipe    `json:"pipes,omitempty"`
-	Warnings  []string   `json:"warnings,omitempty"`
+	Version   int           `json:"version"`
+	Root      int           `json:"root"` // PID of the process the dump was asked for
+	Kernel    string        `json:"kernel,omitempty"`
+	CPU       CPU           `json:"cpu"`
+	Processes []*Process    `json:"processes"` // parents before children
+	Pipes     []*Pipe       `json:"pipes,omitempty"`
+	Sockets   []*UnixSocket `json:"sockets,omitempty"`
+	Warnings  []string      `json:"warnings,omitempty"`
 }
 
 // CPU records what the saved register state needs from the processor.
@@ -246,6 +247,15 @@ type FD struct {
 	// description (same offset and status flags); 0 means not shared.
 	Desc int    `json:"desc,omitempty"`
 	Data []byte `json:"data,omitempty"` // contents of a deleted file
+
+	// State of the other kinds (see fdkinds.go); absent in older images.
+	Eventfd  *Eventfd       `json:"eventfd,omitempty"`
+	Timerfd  *Timerfd       `json:"timerfd,omitempty"`
+	Signalfd *Signalfd      `json:"signalfd,omitempty"`
+	Epoll    []EpollTarget  `json:"epoll,omitempty"`
+	Inotify  []InotifyWatch `json:"inotify,omitempty"`
+	Socket   uint64         `json:"socket,omitempty"` // UnixSocket.ID
+	Locks    []Lock         `json:"locks,omitempty"`
 }
 
 // Pipe is a pipe or FIFO with its queued data.

@@ -119,6 +119,7 @@ func WriteText(w io.Writer, t *Tree) error {
 			if fd.Desc != 0 {
 				fmt.Fprintf(&b, " shared#%d", fd.Desc)
 			}
+			b.WriteString(fdState(fd))
 			b.WriteString("\n")
 		}
 		if len(p.SigActions) > 0 {
@@ -149,6 +150,12 @@ func WriteText(w io.Writer, t *Tree) error {
 				kind = "fifo " + p.Fifo
 			}
 			fmt.Fprintf(&b, "  %s:[%d] capacity %d, %d bytes queued\n", kind, p.ID, p.Size, len(p.Data))
+		}
+	}
+	if len(t.Sockets) > 0 {
+		b.WriteString("\nunix sockets:\n")
+		for _, s := range t.Sockets {
+			b.WriteString("  " + socketStr(s) + "\n")
 		}
 	}
 	_, err := io.WriteString(w, b.String())

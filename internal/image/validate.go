@@ -40,6 +40,18 @@ func (t *Tree) Validate() error {
 	if t.Processes[0].PID != t.Root {
 		return invalid("first process is %d, root is %d", t.Processes[0].PID, t.Root)
 	}
+	socks := map[uint64]bool{}
+	for _, s := range t.Sockets {
+		if s == nil || s.ID == 0 || socks[s.ID] {
+			return invalid("bad or duplicate socket in the image")
+		}
+		socks[s.ID] = true
+	}
+	for _, s := range t.Sockets {
+		if s.Peer != 0 && !socks[s.Peer] {
+			return invalid("socket %d: peer %d is not in the image", s.ID, s.Peer)
+		}
+	}
 	descs := map[int]*FD{}
 	for _, p := range t.Processes {
 		if p.Zombie {
@@ -112,14 +124,43 @@ func (t *Tree) Validate() error {
 					return invalid("process %d fd %d: pipe %d is not in the image", p.PID, fd.Num, fd.Pipe)
 				}
 			case FDDeleted, FDOutside:
+			case FDEventfd:
+				if fd.Eventfd == nil {
+					return invalid("process %d fd %d: eventfd without its state", p.PID, fd.Num)
+				}
+			case FDTimerfd:
+				if fd.Timerfd == nil {
+					return invalid("process %d fd %d: timerfd without its state", p.PID, fd.Num)
+				}
+			case FDSignalfd:
+				if fd.Signalfd == nil {
+					return invalid("process %d fd %d: signalfd without its state", p.PID, fd.Num)
+				}
+			case FDEpoll, FDInotify:
+			case FDUnix:
+				if t.Socket(fd.Socket) == nil {
+					return invalid("process %d fd %d: socket %d is not in the image", p.PID, fd.Num, fd.Socket)
+				}
 			default:
 				return invalid("process %d fd %d: unknown kind %q", p.PID, fd.Num, fd.Kind)
 			}
 			if fd.Desc != 0 {
-				if o := descs[fd.Desc]; o != nil && (o.Kind != fd.Kind || o.Path != fd.Path || o.Pipe != fd.Pipe) {
+				if o := descs[fd.Desc]; o != nil && (o.Kind != fd.Kind || o.Path != fd.Path || o.Pipe != fd.Pipe || o.Socket != fd.Socket) {
 					return invalid("process %d fd %d: shares description %d with a different file", p.PID, fd.Num, fd.Desc)
 				}
 				descs[fd.Desc] = fd
+			}
+		}
+		for _, fd := range p.FDs {
+			for _, e := range fd.Epoll {
+				if !nums[e.FD] {
+					return invalid("process %d fd %d: epoll target fd %d is not open", p.PID, fd.Num, e.FD)
+				}
+			}
+			for _, l := range fd.Locks {
+				if l.Kind != LockPOSIX && l.Kind != LockFlock && l.Kind != LockOFD {
+					return invalid("process %d fd %d: unknown lock kind %q", p.PID, fd.Num, l.Kind)
+				}
 			}
 		}
 		for _, a := range p.SigActions {

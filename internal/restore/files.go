@@ -68,7 +68,7 @@ func (r *restorer) openFiles() error {
 			}
 		}
 	}
-	return nil
+	return r.takeDescLocks()
 }
 
 func sameID(want *image.FileID, st *syscall.Stat_t, path string, checkContent bool) error {
@@ -233,6 +233,8 @@ func (r *restorer) openFD(p *image.Process, fd *image.FD, pipeEnds map[uint64][2
 			return nil, err
 		}
 		return f, nil
+	case image.FDEventfd, image.FDTimerfd, image.FDSignalfd, image.FDEpoll, image.FDInotify:
+		return r.openAnon(p, fd)
 	case image.FDOutside:
 		var std *os.File
 		switch fd.Num {

@@ -116,6 +116,9 @@ func (r *restorer) rebuild(p *rproc) error {
 			}
 		}
 	}
+	if err := r.fdState(p); err != nil {
+		return fail("file state", err)
+	}
 	// Limits after the files: an fd above a lowered RLIMIT_NOFILE can be
 	// kept but not created.
 	for _, l := range img.Rlimits {

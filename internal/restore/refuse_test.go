@@ -25,8 +25,8 @@ func TestRefused(t *testing.T) {
 	bin := proctest.Build(t, "refuse", false)
 	for _, tc := range []struct{ what, want string }{
 		{"socket", "fd 3 is a socket"},
-		{"eventfd", "fd 3 is eventfd"},
-		{"epoll", "fd 3 is eventpoll"},
+		{"pidfd", "fd 3 is pidfd"},
+		{"fanotify", "fd 3 is fanotify"},
 		{"memfd", "fd 3 is a memfd"},
 		{"shm", "shared anonymous memory"},
 	} {

@@ -103,7 +103,7 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	if err := waitPIDsFree(ctx, tree, opts.PIDWait); err != nil {
 		return nil, err
 	}
-	r := &restorer{tree: tree, pr: pr, opts: opts, res: &Result{Root: tree.Root, child: !opts.Detach}}
+	r := &restorer{tree: tree, pr: pr, opts: opts, res: &Result{Root: tree.Root, child: !opts.Detach}, epollDone: map[int]bool{}}
 	defer r.closeFiles()
 	if err := r.openFiles(); err != nil {
 		return nil, err

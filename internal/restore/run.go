@@ -25,6 +25,8 @@ type restorer struct {
 	exe      map[int]*os.File
 	extra    []*os.File
 
+	epollDone map[int]bool // descriptions whose interest list is filled
+
 	helper  int
 	scratch uint64
 	pidfd   int // number of the tracees' pidfd for the restorer
