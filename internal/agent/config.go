@@ -76,6 +76,11 @@ func (r RetryConfig) delay(next int) time.Duration {
 // PartnerConfig is L2.
 type PartnerConfig struct {
 	Every int `json:"every"`
+	// Keep, when positive, keeps partner copies of only the newest Keep
+	// checkpoints of each name (older ones are dropped from the partner
+	// even while this node keeps them). Copies always go when this node
+	// removes the checkpoint.
+	Keep int `json:"keep,omitempty"`
 	// Node is the partner; default the next node after this one in name
 	// order. When it cannot be reached the next ones are tried.
 	Node string `json:"node,omitempty"`
@@ -84,6 +89,7 @@ type PartnerConfig struct {
 // ErasureConfig is L3: K data and M parity fragments on K+M nodes.
 type ErasureConfig struct {
 	Every     int `json:"every"`
+	Keep      int `json:"keep,omitempty"` // as PartnerConfig.Keep, for fragments
 	K         int `json:"k"`
 	M         int `json:"m"`
 	StripeKiB int `json:"stripe_kib,omitempty"` // shard size per stripe; default 1024
@@ -214,6 +220,9 @@ func (c *Config) Validate() error {
 	}
 	nodes := len(c.Peers) + 1
 	l := &c.Levels
+	if l.Partner.Keep < 0 || l.Erasure.Keep < 0 {
+		bad("levels: keep must be 0 (follow this node's retention) or a positive number")
+	}
 	if l.Partner.Every < 0 || l.Erasure.Every < 0 || l.Durable.Every < 0 {
 		bad("levels: every must be 0 (never) or a positive number")
 	}

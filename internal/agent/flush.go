@@ -21,6 +21,9 @@ type job struct {
 	// tries counts the tries so far of the levels that failed (0 for a
 	// new job).
 	tries int
+	// drop: the origin removed the checkpoint; remove its copies on the
+	// other levels instead.
+	drop bool
 }
 
 // flusher moves checkpoints up the levels one at a time, in the order they
@@ -48,12 +51,12 @@ func (f *flusher) enqueue(j job) {
 	if j.note != nil {
 		// Persist what the note says before acknowledging it, so the job
 		// survives a restart of the agent.
-		if err := f.s.saveLocalRecord(context.Background(), j.g, j.id, j.note.Seq, j.note.Chunks); err != nil {
+		if err := f.s.saveLocalRecord(context.Background(), j.g, j.id, j.note.Seq, j.note.Series, j.note.Chunks); err != nil {
 			f.s.log.Warn("saving local level record", "group", j.g.name, "id", j.id, "err", err)
 		}
 		j.note = nil
 	}
-	key := j.g.name + "/" + j.id
+	key := j.key()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.set[key] {
@@ -116,8 +119,13 @@ func (f *flusher) run(ctx context.Context) {
 				continue
 			}
 		}
-		failed := f.s.process(ctx, j)
-		f.done(j.g.name + "/" + j.id)
+		var failed bool
+		if j.drop {
+			failed = f.s.drop(ctx, j)
+		} else {
+			failed = f.s.process(ctx, j)
+		}
+		f.done(j.key())
 		if failed {
 			f.later(j)
 		}
@@ -192,13 +200,20 @@ func (f *flusher) resume(ctx context.Context) {
 
 func (s *Server) where(g *group) string { return "agent://" + s.cfg.Addr(s.cfg.Node) + "/" + g.name }
 
-func (s *Server) saveLocalRecord(ctx context.Context, g *group, id string, seq uint64, chunks []string) error {
+func (s *Server) saveLocalRecord(ctx context.Context, g *group, id string, seq uint64, series string, chunks []string) error {
 	if chunks == nil {
 		chunks = []string{}
 	}
 	return levels.SaveRecord(ctx, g.store, id, &levels.Record{
-		Level: levels.Local, Complete: true, Time: time.Now().UTC(), Where: s.where(g), Seq: seq, Chunks: chunks,
+		Level: levels.Local, Complete: true, Time: time.Now().UTC(), Where: s.where(g), Seq: seq, Series: series, Chunks: chunks,
 	})
+}
+
+func (j job) key() string {
+	if j.drop {
+		return j.g.name + "/-" + j.id
+	}
+	return j.g.name + "/" + j.id
 }
 
 // process moves one checkpoint to every level the policy asks for and
@@ -208,9 +223,19 @@ func (s *Server) saveLocalRecord(ctx context.Context, g *group, id string, seq u
 func (s *Server) process(ctx context.Context, j job) (failed bool) {
 	g := j.g
 	log := s.log.With("group", g.name, "checkpoint", j.id)
+	// Hold the group's repository lock shared: gc waits until the chunks
+	// are read.
+	unlock, ok := g.locks.hold(ctx, repo.RepositoryLock, false)
+	if !ok {
+		return false
+	}
+	defer unlock()
+	if _, err := g.store.Stat(ctx, backend.Handle{Kind: backend.Manifest, Name: j.id}); errors.Is(err, backend.ErrNotExist) {
+		return false // removed meanwhile: a drop job follows
+	}
 	local, err := levels.LoadRecord(ctx, g.store, j.id, levels.Local)
 	if errors.Is(err, backend.ErrNotExist) {
-		seq, chunks, rerr := s.readManifest(ctx, g, j.id)
+		seq, series, chunks, rerr := s.readManifest(ctx, g, j.id)
 		if rerr != nil {
 			if errors.Is(rerr, repo.ErrKeyRequired) {
 				log.Info("encrypted checkpoint: waiting for the client's committed notification")
@@ -219,7 +244,7 @@ func (s *Server) process(ctx context.Context, j job) (failed bool) {
 			}
 			return false
 		}
-		if err := s.saveLocalRecord(ctx, g, j.id, seq, chunks); err != nil {
+		if err := s.saveLocalRecord(ctx, g, j.id, seq, series, chunks); err != nil {
 			log.Warn("saving level record", "err", err)
 			return ctx.Err() == nil
 		}
@@ -244,7 +269,7 @@ func (s *Server) process(ctx context.Context, j job) (failed bool) {
 		if !due(st.every) || ctx.Err() != nil {
 			continue
 		}
-		if r, err := levels.LoadRecord(ctx, g.store, j.id, st.level); err == nil && r.Complete {
+		if r, err := levels.LoadRecord(ctx, g.store, j.id, st.level); err == nil && (r.Complete || r.Dropped) {
 			continue
 		}
 		t0 := time.Now()
@@ -275,22 +300,25 @@ func (s *Server) process(ctx context.Context, j job) (failed bool) {
 		if err := levels.SaveRecord(ctx, g.store, j.id, rec); err != nil {
 			log.Warn("saving level record", "level", st.level, "err", err)
 		}
+		if rec.Complete {
+			s.retain(ctx, g, local.Series, st.level)
+		}
 	}
 	return failed
 }
 
-// readManifest reads the sequence number and chunk IDs of an unencrypted
-// checkpoint; an encrypted one gives repo.ErrKeyRequired.
-func (s *Server) readManifest(ctx context.Context, g *group, id string) (uint64, []string, error) {
+// readManifest reads the sequence number, series and chunk IDs of an
+// unencrypted checkpoint; an encrypted one gives repo.ErrKeyRequired.
+func (s *Server) readManifest(ctx context.Context, g *group, id string) (uint64, string, []string, error) {
 	r, err := repo.Open(ctx, g.store, nil)
 	if err != nil {
-		return 0, nil, err
+		return 0, "", nil, err
 	}
 	m, err := r.Load(ctx, id)
 	if err != nil {
-		return 0, nil, err
+		return 0, "", nil, err
 	}
-	return m.Seq, levels.ChunkIDs(m), nil
+	return m.Seq, r.SeriesTag(m.Name), levels.ChunkIDs(m), nil
 }
 
 func (s *Server) peer(g *group, node string) *backend.Agent {
@@ -320,8 +348,9 @@ func (s *Server) toPartner(ctx context.Context, g *group, id string, local *leve
 			errs = append(errs, fmt.Sprintf("node %s: %v", n, err))
 			continue
 		}
-		// The holder learns it is a partner copy (not a checkpoint of its own).
-		levels.SaveRecord(ctx, dst, id, &levels.Record{Level: levels.Partner, Complete: true, Time: time.Now().UTC(), Where: "copy from node " + s.cfg.Node, Seq: local.Seq})
+		// The holder learns it is a partner copy (not a checkpoint of its
+		// own), and which chunks it holds for it (for its gc).
+		levels.SaveRecord(ctx, dst, id, &levels.Record{Level: levels.Partner, Complete: true, Time: time.Now().UTC(), Where: "copy from node " + s.cfg.Node, Seq: local.Seq, Series: local.Series, Chunks: local.Chunks})
 		return &levels.Record{Where: dst.Location(), Bytes: st.SentBytes}, nil
 	}
 	return nil, fmt.Errorf("no partner took the copy: %s", strings.Join(errs, "; "))

@@ -21,6 +21,7 @@ type metrics struct {
 	flushes     *prometheus.CounterVec
 	flushErrors *prometheus.CounterVec
 	retries     prometheus.Gauge
+	drops       *prometheus.CounterVec
 	lastError   *prometheus.GaugeVec
 }
 
@@ -51,11 +52,14 @@ func newMetrics() *metrics {
 		retries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ckpt_agent_flush_retries_scheduled", Help: "Checkpoints waiting (backing off) to try a failed level again.",
 		}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ckpt_agent_drops_total", Help: "Copies at a level removed because the origin removed the checkpoint or by the level's keep.",
+		}, []string{"level"}),
 		lastError: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ckpt_agent_flush_last_error", Help: "Unix time of the last failed flush to a level, with its error; absent once the level succeeds again.",
 		}, []string{"level", "error"}),
 	}
-	m.reg.MustRegister(m.requests, m.bytesIn, m.bytesOut, m.blobsStored, m.queue, m.flushes, m.flushErrors, m.retries, m.lastError,
+	m.reg.MustRegister(m.requests, m.bytesIn, m.bytesOut, m.blobsStored, m.queue, m.flushes, m.flushErrors, m.retries, m.drops, m.lastError,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -82,6 +82,11 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		} else if st, err = backend.CreateLocal(vfs.OS, dir); err != nil {
 			return nil, err
 		}
+		// Leftovers of saves cut short by a crash of the agent (nothing
+		// runs yet).
+		if _, err := st.CleanTmp(context.Background()); err != nil {
+			return nil, err
+		}
 		fs, err := openFragStore(filepath.Join(dir, "fragments"))
 		if err != nil {
 			return nil, err
@@ -162,6 +167,7 @@ func (s *Server) routes() {
 	g("GET /topology", s.topology)
 	g("GET /status", s.groupStatus)
 	g("POST /flush/wait", s.flushWait)
+	g("POST /gc", s.gcHandler)
 	s.mux = m
 }
 
@@ -281,6 +287,15 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, g *group) {
 		if err := g.store.Remove(ctx, h); err != nil {
 			blobError(w, h, err)
 			return
+		}
+		if h.Kind == backend.Manifest && r.Header.Get(backend.AgentOriginHeader) == "" {
+			// The origin removed a checkpoint (retention, ckpt rm): its
+			// copies on other levels go too, once the removal is durable.
+			if err := g.store.Sync(ctx); err != nil {
+				blobError(w, h, err)
+				return
+			}
+			s.flush.enqueue(job{g: g, id: h.Name, drop: true})
 		}
 		w.WriteHeader(http.StatusNoContent)
 	case http.MethodPut:
@@ -451,6 +466,7 @@ func (s *Server) committed(w http.ResponseWriter, r *http.Request, g *group) {
 // Committed is the body of POST .../checkpoints/ID/committed.
 type Committed struct {
 	Seq    uint64    `json:"seq"`
+	Series string    `json:"series,omitempty"` // stands for the name (repo.SeriesTag)
 	Time   time.Time `json:"time"`
 	Chunks []string  `json:"chunks"`
 }
@@ -501,6 +517,23 @@ func (t *lockTable) try(name string, excl bool, ttl time.Duration) (string, bool
 	id := randomID()
 	l.holders[id] = now.Add(ttl)
 	return id, true
+}
+
+// hold takes the lock for the agent itself (no client refreshes it: the
+// lease lasts until released), waiting until ctx ends (then ok is false).
+func (t *lockTable) hold(ctx context.Context, name string, excl bool) (release func(), ok bool) {
+	delay := 5 * time.Millisecond
+	for {
+		if lease, ok := t.try(name, excl, 365*24*time.Hour); ok {
+			return func() { t.release(name, lease) }, true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
 }
 
 func (t *lockTable) refresh(name, lease string, ttl time.Duration) bool {

@@ -291,6 +291,7 @@ func (a *Agent) Sync(ctx context.Context) error {
 // CommitNotice is the body of POST …/checkpoints/ID/committed.
 type CommitNotice struct {
 	Seq    uint64    `json:"seq"`
+	Series string    `json:"series,omitempty"`
 	Time   time.Time `json:"time"`
 	Chunks []string  `json:"chunks"`
 }
@@ -305,14 +306,14 @@ func (a *Agent) notify(ctx context.Context, dec ManifestDecoder, todo []pendingM
 		if dec == nil {
 			break
 		}
-		seq, chunks, err := dec(p.id, p.blob)
+		ci, err := dec(p.id, p.blob)
 		if err != nil {
 			continue // not a manifest of this repository: nothing to tell
 		}
-		if chunks == nil {
-			chunks = []string{}
+		if ci.Chunks == nil {
+			ci.Chunks = []string{}
 		}
-		if err := a.Committed(ctx, p.id, CommitNotice{Seq: seq, Time: time.Now().UTC(), Chunks: chunks}); err != nil {
+		if err := a.Committed(ctx, p.id, CommitNotice{Seq: ci.Seq, Series: ci.Series, Time: time.Now().UTC(), Chunks: ci.Chunks}); err != nil {
 			if !errors.Is(err, ErrNotExist) {
 				failed = append(failed, p)
 			}
@@ -630,6 +631,30 @@ func (a *Agent) Committed(ctx context.Context, id string, body any) error {
 		return a.statusError(resp, "notifying commit of "+id)
 	}
 	return nil
+}
+
+// GC asks the agent to remove the chunks of the group's store that no
+// checkpoint there references (partner copies included), waiting up to
+// wait for writers to finish; the result is the agent's JSON answer
+// (checkpoints, chunks, removed, removed_bytes). A store in use past wait
+// gives an error wrapping ErrLocked.
+func (a *Agent) GC(ctx context.Context, wait time.Duration, res any) error {
+	resp, err := a.do(ctx, http.MethodPost, "/gc?timeout_ms="+strconv.FormatInt(wait.Milliseconds(), 10), nil, 0)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusConflict {
+		err := a.statusError(resp, "gc")
+		if strings.Contains(err.Error(), "in use") {
+			return fmt.Errorf("%w: %v", ErrLocked, err)
+		}
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return a.statusError(resp, "gc")
+	}
+	return json.NewDecoder(resp.Body).Decode(res)
 }
 
 // GetJSON reads a JSON document of the group (such as "/topology") into v.

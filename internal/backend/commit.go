@@ -1,9 +1,20 @@
 package backend
 
 // ManifestDecoder reads a manifest blob as stored (it may be sealed: the
-// repository that supplies the decoder holds the key) and returns the
-// checkpoint's sequence number and the IDs of the chunks it references.
-type ManifestDecoder func(id string, blob []byte) (seq uint64, chunks []string, err error)
+// repository that supplies the decoder holds the key) and returns what a
+// backend may be told of the checkpoint.
+type ManifestDecoder func(id string, blob []byte) (CommitInfo, error)
+
+// CommitInfo is what a CommitWatcher learns of a committed checkpoint:
+// nothing secret (an encrypted repository's names stay inside it).
+type CommitInfo struct {
+	Seq uint64
+	// Series stands for the checkpoint's name: equal names give equal
+	// series (a keyed hash in an encrypted repository), so retention can
+	// keep the newest N of a name without knowing it.
+	Series string
+	Chunks []string // the IDs of the chunks it references
+}
 
 // CommitWatcher is an optional interface of a Backend that acts on every
 // committed checkpoint. The repository package hands such a backend a

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/ckpt/ckpt/internal/vfs"
 )
 
@@ -41,6 +42,13 @@ func CopyCheckpoint(ctx context.Context, src, dst backend.Backend, id string, ch
 	if err := copyConfig(ctx, src, dst); err != nil {
 		return st, err
 	}
+	// Chunks sent before the manifest are unreferenced until it lands:
+	// hold the repository lock shared, so gc on dst does not take them.
+	unlock, err := dst.Lock(ctx, repo.RepositoryLock, false)
+	if err != nil {
+		return st, fmt.Errorf("waiting for gc on %s: %w", dst.Location(), err)
+	}
+	defer unlock.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var sent, sentBytes atomic.Int64

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/klauspost/reedsolomon"
 	"github.com/zeebo/blake3"
 )
@@ -484,6 +485,11 @@ func Decode(ctx context.Context, refs []FragmentRef, id string, dst backend.Back
 	if err := ensureConfig(ctx, dst, h0.Config); err != nil {
 		return nil, st, err
 	}
+	unlock, err := dst.Lock(ctx, repo.RepositoryLock, false) // gc must not take the chunks before the manifest lands
+	if err != nil {
+		return nil, st, fmt.Errorf("waiting for gc on %s: %w", dst.Location(), err)
+	}
+	defer unlock.Unlock()
 	pr, pw := io.Pipe()
 	parseErr := make(chan error, 1)
 	go func() {

@@ -547,3 +547,129 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func countFiles(t testing.TB, dir string) int {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.Contains(p, "/.tmp/") {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// TestRetentionAndGC: an encrypted repository; the origin keeps the newest
+// checkpoint of three (the library's keep-N): the partner copies and the
+// fragments of the two it removed go from every node; the holder's gc
+// (without the key: chunk lists come from level records) frees their
+// chunks, waits for a writer holding the lock, and the kept checkpoint
+// still restores from the partner.
+func TestRetentionAndGC(t *testing.T) {
+	key := []byte("a key of the repository, 32 byte")
+	nodes := agenttest.Cluster(t, 3, map[string]string{"sim": tok}, agent.LevelsConfig{
+		Partner: agent.PartnerConfig{Every: 1, Node: "node1"},
+		Erasure: agent.ErasureConfig{Every: 1, K: 2, M: 1, StripeKiB: 64},
+	})
+	ctx := context.Background()
+	a := client(t, nodes[0])
+	var r *repo.Repository
+	var ms []*repo.Manifest
+	var last []byte
+	for i := range 3 {
+		last = randBytes(uint64(20+i), 300<<10)
+		var m *repo.Manifest
+		r, m = write(t, a, key, "job", last)
+		ms = append(ms, m)
+	}
+	waitIdle(t, nodes[0])
+	holder := filepath.Join(nodes[1].Config.DataDir, "sim")
+	if n := countFiles(t, filepath.Join(holder, "manifests")); n != 3 {
+		t.Fatalf("partner holds %d copies", n)
+	}
+	for _, nd := range nodes {
+		if n := countFiles(t, filepath.Join(nd.Config.DataDir, "sim", "fragments")); n != 3 {
+			t.Fatalf("%s holds %d fragments", nd.Name, n)
+		}
+	}
+	chunksBefore := countFiles(t, filepath.Join(holder, "chunks"))
+
+	// Nothing to free while the copies live.
+	var res agent.GCResult
+	if err := client(t, nodes[1]).GC(ctx, 5*time.Second, &res); err != nil || res.Removed != 0 || res.Checkpoints != 3 {
+		t.Fatalf("gc with every copy live: %+v %v", res, err)
+	}
+	dropped, err := r.Retain(ctx, "job", 1)
+	if err != nil || len(dropped) != 2 {
+		t.Fatalf("retain: %v %v", dropped, err)
+	}
+	waitIdle(t, nodes[0])
+	if n := countFiles(t, filepath.Join(holder, "manifests")); n != 1 {
+		t.Fatalf("partner holds %d copies after retention", n)
+	}
+	for _, nd := range nodes {
+		if n := countFiles(t, filepath.Join(nd.Config.DataDir, "sim", "fragments")); n != 1 {
+			t.Fatalf("%s holds %d fragments after retention", nd.Name, n)
+		}
+	}
+	for _, m := range ms[:2] {
+		for _, l := range levels.Order {
+			if _, err := levels.LoadRecord(ctx, a, m.ID(), l); !errors.Is(err, backend.ErrNotExist) {
+				t.Fatalf("record %s of a removed checkpoint: %v", l, err)
+			}
+		}
+	}
+
+	// gc waits for a writer holding the repository lock.
+	h := client(t, nodes[1])
+	unlock, err := h.Lock(ctx, repo.RepositoryLock, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.GC(ctx, 200*time.Millisecond, &res); !errors.Is(err, backend.ErrLocked) {
+		t.Fatalf("gc beside a writer: %v", err)
+	}
+	unlock.Unlock()
+	if err := h.GC(ctx, 5*time.Second, &res); err != nil || res.Removed == 0 || res.Checkpoints != 1 {
+		t.Fatalf("gc: %+v %v", res, err)
+	}
+	if after := countFiles(t, filepath.Join(holder, "chunks")); after != chunksBefore-res.Removed || after < 5 {
+		t.Fatalf("chunks %d → %d, removed %d", chunksBefore, after, res.Removed)
+	}
+	nodes[0].Wipe(t)
+	nodes[0].Restart(t)
+	rr, err := recoverOn(t, nodes[0], key, "job", "")
+	if err != nil || rr.Level != levels.Partner || rr.Manifest.ID() != ms[2].ID() {
+		t.Fatalf("recover after gc: %+v %v", rr, err)
+	}
+	if got := readGrid(t, client(t, nodes[0]), key, ms[2].ID()); !bytes.Equal(got, last) {
+		t.Fatal("data differs after gc")
+	}
+}
+
+// TestLevelKeep: the partner keeps copies of the newest checkpoint of
+// each name only (partner.keep 1) while the origin keeps all three.
+func TestLevelKeep(t *testing.T) {
+	nodes := agenttest.Cluster(t, 2, map[string]string{"sim": tok}, agent.LevelsConfig{
+		Partner: agent.PartnerConfig{Every: 1, Keep: 1},
+	})
+	a := client(t, nodes[0])
+	var ms []*repo.Manifest
+	for i := range 3 {
+		_, m := write(t, a, nil, "job", randBytes(uint64(30+i), 100<<10))
+		ms = append(ms, m)
+		_, mo := write(t, a, nil, "other", randBytes(uint64(40+i), 10<<10))
+		ms = append(ms, mo)
+		waitIdle(t, nodes[0])
+	}
+	if n := countFiles(t, filepath.Join(nodes[1].Config.DataDir, "sim", "manifests")); n != 2 {
+		t.Fatalf("partner holds %d copies, want the newest of each name", n)
+	}
+	for i, m := range ms {
+		r := record(t, a, m.ID(), levels.Partner)
+		if i < 4 && (!r.Dropped || r.Complete) || i >= 4 && !r.Complete {
+			t.Fatalf("checkpoint %d: %+v", i, r)
+		}
+	}
+}

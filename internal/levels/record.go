@@ -37,10 +37,16 @@ type Record struct {
 	Where    string    `json:"where,omitempty"`
 	Seq      uint64    `json:"seq,omitempty"`
 	Bytes    int64     `json:"bytes,omitempty"` // stored bytes moved to this level
-	// Chunks (local record only) lists the chunk IDs of the checkpoint, so
-	// the agent can move an encrypted checkpoint whose manifest it cannot
-	// read.
+	// Chunks (local records, and the partner record a holder keeps) lists
+	// the chunk IDs of the checkpoint, so the agent can move an encrypted
+	// checkpoint whose manifest it cannot read, and gc knows what it holds.
 	Chunks []string `json:"chunks,omitempty"`
+	// Series stands for the checkpoint's name (repo.SeriesTag): retention
+	// per level keeps the newest of a series.
+	Series string `json:"series,omitempty"`
+	// Dropped: the checkpoint was complete at this level and its copy
+	// there was removed by retention; it is not flushed there again.
+	Dropped bool `json:"dropped,omitempty"`
 	// Erasure only: the code and where each fragment went.
 	K         int             `json:"k,omitempty"`
 	M         int             `json:"m,omitempty"`

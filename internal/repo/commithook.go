@@ -12,19 +12,27 @@ func (r *Repository) watchCommits() {
 	if !ok {
 		return
 	}
-	w.WatchCommits(func(id string, blob []byte) (uint64, []string, error) {
+	w.WatchCommits(func(id string, blob []byte) (backend.CommitInfo, error) {
 		pid, err := ParseID(id)
 		if err != nil {
-			return 0, nil, err
+			return backend.CommitInfo{}, err
 		}
 		m, err := r.decodeManifest(pid, blob)
 		if err != nil {
-			return 0, nil, err
+			return backend.CommitInfo{}, err
 		}
 		chunks := make([]string, len(m.Chunks))
 		for i, c := range m.Chunks {
 			chunks[i] = c.ID
 		}
-		return m.Seq, chunks, nil
+		return backend.CommitInfo{Seq: m.Seq, Series: r.SeriesTag(m.Name), Chunks: chunks}, nil
 	})
+}
+
+// SeriesTag stands for a checkpoint name where the name itself must not be
+// shown (to an agent that holds no key): 32 hex digits of the
+// repository's (keyed, when encrypted) hash of the name.
+func (r *Repository) SeriesTag(name string) string {
+	id := r.hashID([]byte("ckpt series\x00" + name))
+	return id.String()[:32]
 }

@@ -7,6 +7,11 @@ import (
 	"github.com/ckpt/ckpt/internal/backend"
 )
 
+// RepositoryLock is the name of the lock every writer holds shared and gc
+// exclusive (backend.Backend.Lock), for code that writes or removes blobs
+// of a repository without a Repository (the agent's level copies and gc).
+const RepositoryLock = repoLock
+
 // openAgentRepo opens a repository in a group's store on a ckpt agent
 // ("agent://HOST:PORT/GROUP"); the token comes from CKPT_AGENT_TOKEN_FILE
 // or CKPT_AGENT_TOKEN. create makes a missing one (unencrypted).
