@@ -51,11 +51,18 @@ func dumpFDs(pid int, comm string, ids *idCache, opts Options, tree *image.Tree)
 		fd := &image.FD{Num: num, Path: link, Flags: int(info.Flags &^ unix.O_CLOEXEC), CloExec: info.Flags&unix.O_CLOEXEC != 0, Offset: info.Pos}
 		switch {
 		case strings.HasPrefix(link, "socket:"):
-			if num <= 2 {
-				fd.Kind = image.FDOutside // stdio socket: replaced at restore
-				break
+			ino, _ := strconv.ParseUint(strings.Trim(strings.TrimPrefix(link, "socket:"), "[]"), 10, 64)
+			why, err := dumpSocket(pid, num, ino, fd, tree)
+			if err != nil {
+				return nil, fmt.Errorf("process %d (%s): fd %d (%s): %w", pid, comm, num, link, err)
 			}
-			return nil, refuse("a socket " + link)
+			if why != "" {
+				if num <= 2 {
+					fd.Kind = image.FDOutside // stdio socket: replaced at restore
+					break
+				}
+				return nil, refuse(why)
+			}
 		case strings.HasPrefix(link, "anon_inode:"):
 			kind := strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
 			why, err := anonFD(pid, num, kind, info, fd, func(w string) { tree.Warnings = append(tree.Warnings, w) })
@@ -268,6 +275,9 @@ func linkFiles(tree *image.Tree) error {
 			tree.Pipes = append(tree.Pipes, pp)
 		}
 		pp.Size, pp.Data = size, data
+	}
+	if err := linkSockets(tree); err != nil {
+		return err
 	}
 	// Shared open file descriptions (inherited across fork, dup).
 	var all []end

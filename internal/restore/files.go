@@ -21,6 +21,9 @@ func (r *restorer) openFiles() error {
 	r.exe = map[int]*os.File{}
 	descs := map[int]*os.File{}
 	pipeEnds := map[uint64][2]*os.File{}
+	if err := r.openSockets(); err != nil {
+		return err
+	}
 	for _, p := range r.tree.Processes {
 		if p.Zombie {
 			continue
@@ -235,6 +238,12 @@ func (r *restorer) openFD(p *image.Process, fd *image.FD, pipeEnds map[uint64][2
 		return f, nil
 	case image.FDEventfd, image.FDTimerfd, image.FDSignalfd, image.FDEpoll, image.FDInotify:
 		return r.openAnon(p, fd)
+	case image.FDUnix:
+		fd, ok := r.sockets[fd.Socket]
+		if !ok {
+			return nil, fmt.Errorf("socket %d was not created", fd)
+		}
+		return r.socketFile(fd, flags)
 	case image.FDOutside:
 		var std *os.File
 		switch fd.Num {

@@ -25,7 +25,8 @@ type restorer struct {
 	exe      map[int]*os.File
 	extra    []*os.File
 
-	epollDone map[int]bool // descriptions whose interest list is filled
+	epollDone map[int]bool   // descriptions whose interest list is filled
+	sockets   map[uint64]int // unix sockets of the tree, by inode (owned by extra)
 
 	helper  int
 	scratch uint64

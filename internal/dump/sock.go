@@ -1,0 +1,256 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/procfs"
+	"golang.org/x/sys/unix"
+)
+
+const siocUnixFile = 0x89e0 // SIOCPROTOPRIVATE: O_PATH fd of a bound socket's file
+
+// dumpSocket records fd num of pid, a socket with inode ino. It returns a
+// refusal (empty when the socket is supported) or an error.
+func dumpSocket(pid, num int, ino uint64, fd *image.FD, tree *image.Tree) (string, error) {
+	if s := tree.Socket(ino); s != nil {
+		fd.Kind, fd.Socket = image.FDUnix, ino
+		return "", nil
+	}
+	ds, err := UnixSockets(ino)
+	if errors.Is(err, errNoSocket) {
+		return "a socket (" + socketFamily(pid, num) + ") socket:[" + strconv.FormatUint(ino, 10) + "]", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	d := ds[0]
+	f, err := targetFD(pid, num)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sfd := int(f.Fd())
+	s := &image.UnixSocket{ID: ino, Type: d.Type, Name: d.Name, Abstract: d.Abstract, Peer: d.Peer, Shutdown: d.Shutdown}
+	what := fmt.Sprintf("a unix socket socket:[%d]", ino)
+	switch d.Type {
+	case unix.SOCK_STREAM, unix.SOCK_DGRAM, unix.SOCK_SEQPACKET:
+	default:
+		return fmt.Sprintf("%s of type %d", what, d.Type), nil
+	}
+	if s.Name != "" && !s.Abstract && !strings.HasPrefix(s.Name, "/") {
+		// Bound by a relative path: find the file the name refers to.
+		if pfd, err := unix.IoctlRetInt(sfd, siocUnixFile); err == nil {
+			p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", pfd))
+			unix.Close(pfd)
+			if err == nil && strings.HasPrefix(p, "/") {
+				s.Name = p
+			}
+		}
+		if !strings.HasPrefix(s.Name, "/") {
+			cwd, _ := os.Readlink(procfs.Path(pid, "cwd"))
+			tree.Warnings = append(tree.Warnings, fmt.Sprintf("process %d fd %d: socket name %q is relative; taken relative to the working directory %s", pid, num, s.Name, cwd))
+			s.Name = filepath.Join(cwd, s.Name)
+		}
+	}
+	if d.State == tcpListen {
+		if len(d.Pending) > 0 {
+			return fmt.Sprintf("a listening unix socket %s with %d connections not yet accepted", s.Name, len(d.Pending)), nil
+		}
+		s.Listening, s.Backlog = true, int(d.WQueue)
+	} else {
+		s.Connected = d.State == tcpEstablished && d.Type != unix.SOCK_DGRAM
+		if s.SndBuf, err = unix.GetsockoptInt(sfd, unix.SOL_SOCKET, unix.SO_SNDBUF); err != nil {
+			return "", err
+		}
+		if s.RcvBuf, err = unix.GetsockoptInt(sfd, unix.SOL_SOCKET, unix.SO_RCVBUF); err != nil {
+			return "", err
+		}
+		q, why, err := peekQueue(sfd, d.Type)
+		if err != nil {
+			return "", fmt.Errorf("reading the queue of socket:[%d]: %w", ino, err)
+		}
+		if why != "" {
+			return what + " " + why, nil
+		}
+		s.Queue = q
+	}
+	tree.Sockets = append(tree.Sockets, s)
+	fd.Kind, fd.Socket = image.FDUnix, ino
+	return "", nil
+}
+
+// peekQueue reads what is queued in a socket without consuming it: MSG_PEEK
+// with SO_PEEK_OFF moving through the queue, put back afterwards. Datagrams
+// and records come back one per element. A descriptor in flight
+// (SCM_RIGHTS) is refused.
+func peekQueue(fd, typ int) ([][]byte, string, error) {
+	old, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+		return nil, "", err
+	}
+	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old) //nolint:errcheck
+	var (
+		out    [][]byte
+		stream []byte
+		cur    []byte
+		want   = -1
+	)
+	buf := make([]byte, 256<<10)
+	oob := make([]byte, 4096)
+	flags := unix.MSG_PEEK | unix.MSG_DONTWAIT | unix.MSG_CMSG_CLOEXEC
+	if typ != unix.SOCK_STREAM {
+		flags |= unix.MSG_TRUNC
+	}
+	for i := 0; ; i++ {
+		if i > 1<<20 {
+			return nil, "", errors.New("queue does not end")
+		}
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, flags)
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if oobn > 0 {
+			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err != nil {
+				return nil, "", err
+			}
+			for _, m := range msgs {
+				if fds, err := unix.ParseUnixRights(&m); err == nil {
+					for _, f := range fds {
+						unix.Close(f)
+					}
+					return nil, "with file descriptors in flight (SCM_RIGHTS)", nil
+				}
+			}
+		}
+		if n == 0 && want < 0 {
+			// The peer shut down: end of the data. (An empty datagram
+			// reads the same; it is not saved.)
+			break
+		}
+		if typ == unix.SOCK_STREAM {
+			stream = append(stream, buf[:n]...)
+			continue
+		}
+		if want < 0 {
+			want = n
+		}
+		cur = append(cur, buf[:min(n, len(buf))]...)
+		if len(cur) >= want {
+			out = append(out, cur)
+			cur, want = nil, -1
+		}
+	}
+	if len(stream) > 0 {
+		out = [][]byte{stream}
+	}
+	return out, "", nil
+}
+
+// socketFamily names the address family of fd num of pid.
+func socketFamily(pid, num int) string {
+	f, err := targetFD(pid, num)
+	if err != nil {
+		return "unknown family"
+	}
+	defer f.Close()
+	d, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return "unknown family"
+	}
+	if n, ok := map[int]string{unix.AF_INET: "AF_INET", unix.AF_INET6: "AF_INET6", unix.AF_NETLINK: "AF_NETLINK",
+		unix.AF_PACKET: "AF_PACKET", unix.AF_UNIX: "AF_UNIX in another network namespace", unix.AF_VSOCK: "AF_VSOCK"}[d]; ok {
+		return n
+	}
+	return fmt.Sprintf("address family %d", d)
+}
+
+// socketOwner names a process outside the tree that holds socket ino, for
+// refusal messages.
+func socketOwner(ino uint64) string {
+	want := fmt.Sprintf("socket:[%d]", ino)
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, f := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, f.Name())); l == want {
+				comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+				return fmt.Sprintf("held by process %d (%s) fd %s", pid, strings.TrimSpace(string(comm)), f.Name())
+			}
+		}
+	}
+	return "held by no process we can see"
+}
+
+// linkSockets checks that every connected unix socket's peer is in the
+// tree. A socket on fd 0-2 whose peer is outside becomes an outside fd
+// (the stdio policy); elsewhere it is refused, naming the peer.
+func linkSockets(tree *image.Tree) error {
+	if len(tree.Sockets) == 0 {
+		return nil
+	}
+	inTree := map[uint64]bool{}
+	for _, s := range tree.Sockets {
+		inTree[s.ID] = true
+	}
+	outside := map[uint64]bool{}
+	for _, p := range tree.Processes {
+		for _, fd := range p.FDs {
+			if fd.Kind != image.FDUnix {
+				continue
+			}
+			s := tree.Socket(fd.Socket)
+			if s.Peer == 0 || inTree[s.Peer] {
+				continue
+			}
+			if fd.Num <= 2 {
+				outside[s.ID] = true
+				continue
+			}
+			peer := fmt.Sprintf("socket:[%d]", s.Peer)
+			if ds, err := UnixSockets(s.Peer); err == nil && ds[0].Name != "" {
+				peer += " bound to " + ds[0].Name
+			}
+			return fmt.Errorf("process %d (%s): fd %d is a unix socket socket:[%d] connected to %s outside the tree (%s): %w",
+				p.PID, p.Comm, fd.Num, s.ID, peer, socketOwner(s.Peer), ErrUnsupported)
+		}
+	}
+	if len(outside) == 0 {
+		return nil
+	}
+	for _, p := range tree.Processes {
+		for _, fd := range p.FDs {
+			if fd.Kind == image.FDUnix && outside[fd.Socket] {
+				if fd.Num > 2 {
+					return fmt.Errorf("process %d (%s): fd %d is a unix socket socket:[%d] connected outside the tree: %w",
+						p.PID, p.Comm, fd.Num, fd.Socket, ErrUnsupported)
+				}
+				fd.Kind, fd.Socket = image.FDOutside, 0
+			}
+		}
+	}
+	kept := tree.Sockets[:0]
+	for _, s := range tree.Sockets {
+		if !outside[s.ID] {
+			kept = append(kept, s)
+		}
+	}
+	tree.Sockets = kept
+	return nil
+}

@@ -1,0 +1,80 @@
+package restore_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ckpt/ckpt/internal/dump"
+	"github.com/ckpt/ckpt/internal/proctest"
+)
+
+// TestUnixSockets restores socketpairs, listeners, accepted connections and
+// datagram sockets with their queued data (testdata/cprog/sockets.c).
+func TestUnixSockets(t *testing.T) {
+	proctest.RequireRoot(t)
+	for _, static := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dynamic", true: "static"}[static], func(t *testing.T) {
+			bin := proctest.Build(t, "sockets", static)
+			rs, ready := cycle(t, bin, t.TempDir())
+			if len(rs.tree.Processes) != 2 {
+				t.Errorf("image has %d processes, want 2", len(rs.tree.Processes))
+			}
+			queued := 0
+			for _, s := range rs.tree.Sockets {
+				queued += len(s.Queue)
+			}
+			if n := len(rs.tree.Sockets); n != 15 || queued != 11 {
+				t.Errorf("image has %d sockets with %d queued messages, want 15 and 11", n, queued)
+			}
+			rs.expectPass(t, ready)
+		})
+	}
+}
+
+// TestUnixSocketRefused checks the refusals: a unix socket connected to a
+// process outside the tree (named with the peer), a descriptor in flight.
+func TestUnixSocketRefused(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "refuse", false)
+	path := filepath.Join(t.TempDir(), "outside.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	for _, tc := range []struct{ what, want string }{
+		{"unix-outside", "fd 3 is a unix socket"},
+		{"scm-rights", "SCM_RIGHTS"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			p := proctest.Start(t, bin, tc.what, path)
+			p.Lines.Expect(t, "READY")
+			_, err := dump.Dump(context.Background(), p.PID, dump.Options{}, proctest.NewPages())
+			if err == nil || !errors.Is(err, dump.ErrUnsupported) || !strings.Contains(err.Error(), tc.want) ||
+				!strings.Contains(err.Error(), "process "+strconv.Itoa(p.PID)) {
+				t.Fatalf("got %v, want a refusal naming process %d and %q", err, p.PID, tc.want)
+			}
+			if tc.what == "unix-outside" && (!strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "outside the tree")) {
+				t.Errorf("refusal %q does not name the peer %s", err, path)
+			}
+			t.Log(err)
+			_ = syscall.Kill(p.PID, syscall.SIGUSR2)
+			p.Lines.Expect(t, "PASS")
+		})
+	}
+}
