@@ -84,8 +84,20 @@ const (
 	pmFile    = 1 << 61
 )
 
-// batch is the most memory read and handed to the PageWriter at once.
+// batch is the most memory read and handed to the PageWriter at once
+// (without a PageFiller), and the window of one pagemap read.
 const batch = 16 << 20
+
+// PageFiller is implemented by page writers that can take memory read
+// straight into their own buffers: FillPages saves pid's [addr, addr+n),
+// calling read for consecutive pieces of it, each of which read must fill
+// completely, possibly later and from other goroutines; WaitFills returns
+// once every such read is done (with the first error). It saves a copy of
+// every page and lets several pieces be read and sealed at once.
+type PageFiller interface {
+	FillPages(pid int, addr uint64, n int, read func(addr uint64, b []byte) error) error
+	WaitFills(pid int) error
+}
 
 // dumpPages saves, per page, what the restorer cannot get back from a file:
 // present or swapped anonymous pages, private copies in file mappings, and
@@ -97,8 +109,47 @@ const batch = 16 << 20
 // With a pre-copy (fp not nil), pages stored by the pre-copy and not
 // written since are declared unchanged instead of read.
 func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *ptrace.Mem, pw image.PageWriter, fp *frozenPass) error {
-	buf := make([]byte, batch)
-	save := func(m *image.Mapping, addr uint64, n int) error {
+	var save func(m *image.Mapping, addr uint64, n int) error
+	if pf, ok := pw.(PageFiller); ok {
+		save = func(m *image.Mapping, addr uint64, n int) error {
+			read := func(a uint64, b []byte) error {
+				if err := mem.Read(a, b); err != nil {
+					return fmt.Errorf("process %d: mapping %#x-%#x: %w", pid, m.Start, m.End, err)
+				}
+				return nil
+			}
+			if err := pf.FillPages(pid, addr, n*image.PageSize, read); err != nil {
+				return fmt.Errorf("process %d: saving pages at %#x: %w", pid, addr, err)
+			}
+			m.Saved += uint64(n) * image.PageSize
+			return nil
+		}
+	} else {
+		save = batchSaver(pid, mem, pw)
+	}
+	var err error
+	if fp == nil {
+		err = walkPages(pid, ms, resident, save)
+	} else {
+		err = dumpPagesReuse(pid, ms, resident, fp, save)
+	}
+	if pf, ok := pw.(PageFiller); ok {
+		// Every page must be read before mem is closed and before the
+		// caller may let the process run.
+		if werr := pf.WaitFills(pid); err == nil && werr != nil {
+			err = fmt.Errorf("process %d: %w", pid, werr)
+		}
+	}
+	return err
+}
+
+// batchSaver reads runs of pages into a batch buffer and hands it to pw.
+func batchSaver(pid int, mem *ptrace.Mem, pw image.PageWriter) func(m *image.Mapping, addr uint64, n int) error {
+	var buf []byte
+	return func(m *image.Mapping, addr uint64, n int) error {
+		if buf == nil {
+			buf = make([]byte, batch)
+		}
 		b := buf[:n*image.PageSize]
 		if err := mem.Read(addr, b); err != nil {
 			return fmt.Errorf("process %d: mapping %#x-%#x: %w", pid, m.Start, m.End, err)
@@ -109,9 +160,11 @@ func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *pt
 		m.Saved += uint64(len(b))
 		return nil
 	}
-	if fp == nil {
-		return walkPages(pid, ms, resident, save)
-	}
+}
+
+// dumpPagesReuse saves the pages written since the pre-copy with save and
+// declares the others unchanged.
+func dumpPagesReuse(pid int, ms []*image.Mapping, resident map[uint64]uint64, fp *frozenPass, save func(m *image.Mapping, addr uint64, n int) error) error {
 	return walkPages(pid, ms, resident, func(m *image.Mapping, addr uint64, n int) error {
 		for i := 0; i < n; {
 			a := addr + uint64(i)*image.PageSize

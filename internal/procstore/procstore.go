@@ -66,6 +66,38 @@ func (p *PageWriter) WritePages(pid int, addr uint64, b []byte) error {
 	return nil
 }
 
+// FillPages saves pid's memory [addr, addr+n) that read puts straight
+// into the repository writer's chunk buffers (dump.PageFiller): read is
+// called with consecutive pieces of the range and must fill all of b. It
+// may be called later, by the writer's workers, until WaitFills(pid)
+// returns: several pieces are then read at once, each on the CPU that
+// hashes and stores it.
+func (p *PageWriter) FillPages(pid int, addr uint64, n int, read func(addr uint64, b []byte) error) error {
+	ow, err := p.object(pid)
+	if err != nil {
+		return err
+	}
+	if err := ow.WriteFrom(addr, n, read); err != nil {
+		return err
+	}
+	if p.Progress != nil {
+		p.Progress(int64(n))
+	}
+	return nil
+}
+
+// WaitFills returns once every read passed to FillPages for pid has been
+// called, with the first error of the writer.
+func (p *PageWriter) WaitFills(pid int) error {
+	p.mu.Lock()
+	ow := p.objs[pid]
+	p.mu.Unlock()
+	if ow == nil {
+		return nil
+	}
+	return ow.WaitFills()
+}
+
 // ReusePages declares pid's memory [addr, addr+n) unchanged since the
 // writer's parent checkpoint (dump.ParentReuser): the pages are not read
 // again.
