@@ -107,6 +107,9 @@ type DurableConfig struct {
 type LimitsConfig struct {
 	MaxBlobMiB  int `json:"max_blob_mib,omitempty"` // default 80 (chunks are at most 64 MiB)
 	MaxInflight int `json:"max_inflight,omitempty"` // default 16
+	// MaxQueue bounds the flush jobs held in memory; more wait on disk
+	// and are found by a scan of the store. Default 1024.
+	MaxQueue int `json:"max_queue,omitempty"`
 }
 
 // LoadConfig reads a config file.
@@ -263,7 +266,7 @@ func (c *Config) Validate() error {
 	} else if rc.MaxBackoffMS > 0 && rc.BackoffMS > rc.MaxBackoffMS {
 		bad("levels.retry: backoff_ms %d is larger than max_backoff_ms %d", rc.BackoffMS, rc.MaxBackoffMS)
 	}
-	if c.Limits.MaxBlobMiB < 0 || c.Limits.MaxInflight < 0 {
+	if c.Limits.MaxBlobMiB < 0 || c.Limits.MaxInflight < 0 || c.Limits.MaxQueue < 0 {
 		bad("limits: must not be negative")
 	}
 	if len(errs) > 0 {
@@ -287,6 +290,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxInflight == 0 {
 		c.Limits.MaxInflight = 16
+	}
+	if c.Limits.MaxQueue == 0 {
+		c.Limits.MaxQueue = 1024
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -37,12 +38,15 @@ type flusher struct {
 	wake chan struct{}
 	idle chan struct{} // closed while nothing is queued or running
 
-	ctx     context.Context // the flusher's, while run runs
-	retries int             // jobs waiting for a retry (not queued)
+	ctx      context.Context // the flusher's, while run runs
+	retries  int             // jobs waiting for a retry (not queued)
+	maxQueue int             // jobs held in memory at most
+	overflow bool            // a job found the queue full since the scan began
+	scanning bool
 }
 
 func newFlusher(s *Server) *flusher {
-	f := &flusher{s: s, set: map[string]bool{}, wake: make(chan struct{}, 1), idle: make(chan struct{})}
+	f := &flusher{s: s, set: map[string]bool{}, wake: make(chan struct{}, 1), idle: make(chan struct{}), maxQueue: s.cfg.Limits.MaxQueue}
 	close(f.idle)
 	return f
 }
@@ -56,10 +60,24 @@ func (f *flusher) enqueue(j job) {
 		}
 		j.note = nil
 	}
+	f.add(j, false)
+}
+
+// add queues j. The queue is bounded (limits.max_queue): a job that finds
+// it full is left to the store, where a scan finds it again (every job's
+// state is on disk: a manifest without complete level records, or a local
+// record without its manifest), so memory does not grow with the number
+// of checkpoints waiting.
+func (f *flusher) add(j job, fromScan bool) {
 	key := j.key()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.set[key] {
+		return
+	}
+	if !fromScan && len(f.q) >= f.maxQueue {
+		f.overflow = true
+		f.startScanLocked()
 		return
 	}
 	if len(f.set) == 0 {
@@ -67,40 +85,37 @@ func (f *flusher) enqueue(j job) {
 	}
 	f.set[key] = true
 	f.q = append(f.q, j)
-	f.s.met.queue.Set(float64(len(f.set)))
+	f.s.met.queue.Set(float64(len(f.q)))
 	select {
 	case f.wake <- struct{}{}:
 	default:
 	}
 }
 
-// resumeKey holds the flusher busy until resume has queued its jobs, so a
-// waiter never sees it idle before then.
-const resumeKey = "\x00resume"
+// scanKey holds the flusher busy while a scan runs, so a waiter never
+// sees it idle before the scan queued its jobs.
+const scanKey = "\x00scan"
 
-func (f *flusher) hold(key string) {
+// start sets the flusher's context and starts the scan of the stores;
+// run must follow.
+func (f *flusher) start(ctx context.Context) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.set) == 0 {
-		f.idle = make(chan struct{})
-	}
-	f.set[key] = true
+	f.ctx = ctx
+	f.startScanLocked()
 }
 
 func (f *flusher) done(key string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.set, key)
-	f.s.met.queue.Set(float64(len(f.set)))
+	f.s.met.queue.Set(float64(len(f.q)))
 	if len(f.set) == 0 {
 		close(f.idle)
 	}
 }
 
 func (f *flusher) run(ctx context.Context) {
-	f.mu.Lock()
-	f.ctx = ctx
-	f.mu.Unlock()
 	for {
 		f.mu.Lock()
 		var j job
@@ -160,6 +175,13 @@ func (f *flusher) later(j job) {
 	})
 }
 
+// QueueLen is the number of flush jobs held in memory.
+func (s *Server) QueueLen() int {
+	s.flush.mu.Lock()
+	defer s.flush.mu.Unlock()
+	return len(s.flush.q)
+}
+
 // wait waits until nothing is queued or ctx ends; it returns what is left.
 func (f *flusher) wait(ctx context.Context) int {
 	f.mu.Lock()
@@ -174,28 +196,120 @@ func (f *flusher) wait(ctx context.Context) int {
 	return len(f.set)
 }
 
-// resume queues, after a restart, every checkpoint of this node (one with a
-// local record, or with no record at all) so levels that were not finished
-// are done now; jobs skip the levels already complete.
-func (f *flusher) resume(ctx context.Context) {
-	defer f.done(resumeKey)
-	for _, g := range f.s.groups {
-		var ids []string
-		g.store.List(ctx, backend.Manifest, func(in backend.Info) error {
-			ids = append(ids, in.Name)
-			return nil
-		})
-		for _, id := range ids {
-			if ctx.Err() != nil {
-				return
-			}
-			_, lerr := levels.LoadRecord(ctx, g.store, id, levels.Local)
-			_, perr := levels.LoadRecord(ctx, g.store, id, levels.Partner)
-			if lerr == nil || (errors.Is(lerr, backend.ErrNotExist) && errors.Is(perr, backend.ErrNotExist)) {
-				f.enqueue(job{g: g, id: id})
-			}
+// startScanLocked starts a scan unless one runs (f.mu held).
+func (f *flusher) startScanLocked() {
+	if f.scanning || f.ctx == nil {
+		return
+	}
+	f.scanning = true
+	if len(f.set) == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.set[scanKey] = true
+	go f.scanLoop(f.ctx)
+}
+
+// scanLoop scans the stores until a scan ran without the queue
+// overflowing meanwhile.
+func (f *flusher) scanLoop(ctx context.Context) {
+	for {
+		f.mu.Lock()
+		f.overflow = false
+		f.mu.Unlock()
+		f.scan(ctx)
+		f.mu.Lock()
+		again := f.overflow && ctx.Err() == nil
+		if !again {
+			f.scanning = false
+		}
+		f.mu.Unlock()
+		if !again {
+			f.done(scanKey)
+			return
 		}
 	}
+}
+
+// scan walks every group's store (streaming: one entry at a time) and
+// queues, as room frees up, the checkpoints of this node that a level is
+// still due for, and drop jobs for checkpoints removed before their
+// copies were. It runs when the agent starts (levels not finished before
+// a restart are done now) and after the queue overflowed.
+func (f *flusher) scan(ctx context.Context) {
+	names := make([]string, 0, len(f.s.groups))
+	for n := range f.s.groups {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		g := f.s.groups[n]
+		err := g.store.List(ctx, backend.Manifest, func(in backend.Info) error {
+			if !f.s.needsWork(ctx, g, in.Name) {
+				return nil
+			}
+			return f.addWait(ctx, job{g: g, id: in.Name})
+		})
+		if err == nil {
+			err = g.store.List(ctx, backend.Level, func(in backend.Info) error {
+				id, ok := strings.CutSuffix(in.Name, "."+levels.Local)
+				if !ok {
+					return nil
+				}
+				if _, err := g.store.Stat(ctx, backend.Handle{Kind: backend.Manifest, Name: id}); !errors.Is(err, backend.ErrNotExist) {
+					return nil
+				}
+				return f.addWait(ctx, job{g: g, id: id, drop: true})
+			})
+		}
+		if err != nil && ctx.Err() == nil {
+			f.s.log.Warn("scanning the store for unfinished levels", "group", g.name, "err", err)
+		}
+	}
+}
+
+// addWait queues j once the queue has room.
+func (f *flusher) addWait(ctx context.Context, j job) error {
+	for {
+		f.mu.Lock()
+		room := len(f.q) < max(1, f.maxQueue/2)
+		f.mu.Unlock()
+		if room {
+			f.add(j, true)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// needsWork reports whether checkpoint id in g's store is this node's and
+// a level the policy asks for is neither complete nor dropped there.
+func (s *Server) needsWork(ctx context.Context, g *group, id string) bool {
+	local, err := levels.LoadRecord(ctx, g.store, id, levels.Local)
+	if errors.Is(err, backend.ErrNotExist) {
+		_, perr := levels.LoadRecord(ctx, g.store, id, levels.Partner)
+		return errors.Is(perr, backend.ErrNotExist) // else a copy held for a peer
+	}
+	if err != nil {
+		return true
+	}
+	pol := s.cfg.Levels
+	for _, l := range []struct {
+		level string
+		every int
+	}{{levels.Partner, pol.Partner.Every}, {levels.Erasure, pol.Erasure.Every}, {levels.Durable, pol.Durable.Every}} {
+		if l.every <= 0 || local.Seq%uint64(l.every) != 0 {
+			continue
+		}
+		r, err := levels.LoadRecord(ctx, g.store, id, l.level)
+		if err != nil || !r.Complete && !r.Dropped {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) where(g *group) string { return "agent://" + s.cfg.Addr(s.cfg.Node) + "/" + g.name }

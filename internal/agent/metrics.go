@@ -41,7 +41,7 @@ func newMetrics() *metrics {
 			Name: "ckpt_agent_blobs_stored_total", Help: "Blobs and fragments stored.",
 		}),
 		queue: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "ckpt_agent_flush_queue_length", Help: "Checkpoints waiting to be moved up the levels (including the one in progress).",
+			Name: "ckpt_agent_flush_queue_length", Help: "Jobs queued in memory to move checkpoints up the levels or drop their copies (at most limits.max_queue; more wait on disk).",
 		}),
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ckpt_agent_flushes_total", Help: "Checkpoints completed at a level by this agent's flusher.",

@@ -108,18 +108,38 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // (waiting up to 5 s for requests in flight).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	// Connections that never sent a request (a client's spare dial) would
+	// hold Shutdown for 5 s: they are closed at once.
+	var cmu sync.Mutex
+	fresh := map[net.Conn]bool{}
+	hs.ConnState = func(c net.Conn, st http.ConnState) {
+		cmu.Lock()
+		defer cmu.Unlock()
+		if st == http.StateNew {
+			fresh[c] = true
+		} else {
+			delete(fresh, c)
+		}
+	}
 	fctx, stopFlush := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
+	s.flush.start(fctx)
 	go func() { defer wg.Done(); s.flush.run(fctx) }()
-	s.flush.hold(resumeKey)
-	go s.flush.resume(fctx)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	var err error
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		go func() {
+			time.Sleep(10 * time.Millisecond) // Shutdown has closed the listener
+			cmu.Lock()
+			for c := range fresh {
+				c.Close()
+			}
+			cmu.Unlock()
+		}()
 		hs.Shutdown(sctx)
 		cancel()
 	case err = <-errc:

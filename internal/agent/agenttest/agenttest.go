@@ -27,8 +27,9 @@ type Node struct {
 
 // Cluster starts n agents (node0, node1, …) that are each other's peers,
 // serving groups (name -> token) with the levels policy lv. Their data
-// directories are under t.TempDir(); they stop with the test.
-func Cluster(t testing.TB, n int, groups map[string]string, lv agent.LevelsConfig) []*Node {
+// directories are under t.TempDir(); they stop with the test. Each tweak
+// may change a node's configuration before it is validated.
+func Cluster(t testing.TB, n int, groups map[string]string, lv agent.LevelsConfig, tweak ...func(*agent.Config)) []*Node {
 	t.Helper()
 	nodes := make([]*Node, n)
 	lns := make([]net.Listener, n)
@@ -56,6 +57,9 @@ func Cluster(t testing.TB, n int, groups map[string]string, lv agent.LevelsConfi
 		}
 		for g, tok := range groups {
 			cfg.Groups[g] = agent.GroupConfig{Token: tok}
+		}
+		for _, f := range tweak {
+			f(cfg)
 		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
