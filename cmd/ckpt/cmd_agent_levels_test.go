@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -111,5 +112,77 @@ func TestLibraryEncryptedAgent(t *testing.T) {
 	}
 	if !bytes.Equal(got, state) {
 		t.Fatal("restored state differs")
+	}
+}
+
+// TestErasureAnyTwoOfSix: six agent processes, every checkpoint in k=4 m=2
+// fragments (one per node) and nothing else. For each of the 15 pairs of
+// agents, both are killed with SIGKILL (the checkpoint's node loses its
+// disk too when it is one of them, and comes back empty, as a replacement):
+// ckpt fetch makes the checkpoint complete on its node again, from the
+// fragments of the four left when its node was lost, and it verifies.
+func TestErasureAnyTwoOfSix(t *testing.T) {
+	procs := startAgents(t, 6, map[string]any{
+		"erasure": map[string]any{"every": 1, "k": 4, "m": 2, "stripe_kib": 64},
+	})
+	t.Setenv(backend.AgentTokenEnv, agentTok)
+	loc := "agent://" + procs[0].addr + "/sim"
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte("erasure test key 0123456789abcdef"), 0o600)
+	ctx := context.Background()
+	j, err := ckpt.Open("job", ckpt.WithLocation(loc), ckpt.WithKeyFile(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := make([]byte, 3<<20)
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for i := range state {
+		state[i] = byte(rnd.Uint32())
+	}
+	j.Protect("state", state)
+	if err := j.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := j.LastCommit()
+	if n, err := agentClient(t, procs[0]).WaitIdle(ctx, 30*time.Second); err != nil || n != 0 {
+		t.Fatalf("flush: %d %v", n, err)
+	}
+	if r, err := levels.LoadRecord(ctx, agentClient(t, procs[0]), info.ID, levels.Erasure); err != nil || !r.Complete || len(r.Fragments) != 6 {
+		t.Fatalf("erasure record: %+v %v", r, err)
+	}
+	for a := 0; a < 6; a++ {
+		for b := a + 1; b < 6; b++ {
+			procs[a].kill()
+			procs[b].kill()
+			lost := a == 0
+			if lost {
+				os.RemoveAll(procs[0].dir)
+				procs[0].start(t)
+			}
+			cmd := exec.Command(ckptBin, "fetch", "job", "--from", loc, "--json", "--key-file", keyFile)
+			cmd.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
+			out, err := cmd.Output()
+			var res fetchJSON
+			if err == nil {
+				err = json.Unmarshal(out, &res)
+			}
+			want := levels.Local
+			if lost {
+				want = levels.Erasure
+			}
+			if err != nil || res.ID != info.ID || res.Level != want {
+				t.Fatalf("n%d and n%d killed: fetch: %v %s", a, b, err, out)
+			}
+			vr := runCkpt(t, loc, "--key-file", keyFile, "verify", "job")
+			wantCode(t, vr, exitOK, fmt.Sprintf("verify with n%d and n%d killed", a, b))
+			for _, i := range []int{a, b} {
+				if procs[i].cmd == nil {
+					procs[i].start(t)
+				}
+			}
+		}
 	}
 }
