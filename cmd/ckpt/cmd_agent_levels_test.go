@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,4 +188,98 @@ func TestErasureAnyTwoOfSix(t *testing.T) {
 			}
 		}
 	}
+}
+
+// vmHWM is a process's peak resident set size in MiB (Linux).
+func vmHWM(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return -1
+}
+
+// TestLevelsTiming measures (CKPT_BENCH_LEVELS=1; size CKPT_BENCH_LEVELS_MIB,
+// default 256) how long a library checkpoint takes to be complete at each
+// level on six agent processes on loopback: partner, erasure k=4 m=2 and a
+// durable directory, every checkpoint; the program's blocking time; the
+// agents' peak RSS. docs/PERFORMANCE.md, "Levels and agent".
+func TestLevelsTiming(t *testing.T) {
+	if os.Getenv("CKPT_BENCH_LEVELS") == "" {
+		t.Skip("set CKPT_BENCH_LEVELS=1")
+	}
+	mib := 256
+	if v, err := strconv.Atoi(os.Getenv("CKPT_BENCH_LEVELS_MIB")); err == nil {
+		mib = v
+	}
+	durable := filepath.Join(t.TempDir(), "durable")
+	procs := startAgents(t, 6, map[string]any{
+		"partner": map[string]any{"every": 1},
+		"erasure": map[string]any{"every": 1, "k": 4, "m": 2},
+		"durable": map[string]any{"every": 1, "location": durable},
+	})
+	t.Setenv(backend.AgentTokenEnv, agentTok)
+	loc := "agent://" + procs[0].addr + "/sim"
+	ctx := context.Background()
+	j, err := ckpt.Open("bench", ckpt.WithLocation(loc), ckpt.WithCodec("none"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	state := make([]byte, mib<<20)
+	rnd := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i+8 <= len(state); i += 8 {
+		binary.LittleEndian.PutUint64(state[i:], rnd.Uint64())
+	}
+	j.Protect("state", state)
+	a := agentClient(t, procs[0])
+	for round := 1; round <= 2; round++ {
+		if round == 2 { // a second checkpoint, a quarter of it changed
+			for i := 0; i < len(state)/4; i += 8 {
+				binary.LittleEndian.PutUint64(state[i:], rnd.Uint64())
+			}
+		}
+		t0 := time.Now()
+		if err := j.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		blocked := time.Since(t0)
+		if err := j.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		l1 := time.Since(t0)
+		info, _ := j.LastCommit()
+		done := map[string]time.Duration{}
+		for len(done) < 3 {
+			for _, l := range []string{levels.Partner, levels.Erasure, levels.Durable} {
+				if _, ok := done[l]; ok {
+					continue
+				}
+				if r, err := levels.LoadRecord(ctx, a, info.ID, l); err == nil {
+					if !r.Complete {
+						t.Fatalf("%s: %s", l, r.Error)
+					}
+					done[l] = time.Since(t0)
+				}
+			}
+			if time.Since(t0) > 5*time.Minute {
+				t.Fatal("levels not complete after 5 minutes")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("checkpoint %d, %d MiB (%d MiB new): Checkpoint blocked %v; complete at L1 %v, L2 partner %v, L3 erasure 4+2 %v, L4 durable %v",
+			round, mib, info.NewBytes>>20, blocked.Round(time.Millisecond), l1.Round(time.Millisecond),
+			done[levels.Partner].Round(time.Millisecond), done[levels.Erasure].Round(time.Millisecond), done[levels.Durable].Round(time.Millisecond))
+	}
+	var rss []string
+	for _, p := range procs {
+		rss = append(rss, fmt.Sprintf("%s %.0f", p.name, vmHWM(p.cmd.Process.Pid)))
+	}
+	t.Logf("agents' peak RSS (MiB): %s", strings.Join(rss, ", "))
 }
