@@ -71,11 +71,19 @@ func CreateLocal(fsys vfs.FS, root string) (*Local, error) {
 			return nil, fmt.Errorf("creating %s: %w", filepath.Join(root, d), err)
 		}
 	}
-	// Make the skeleton durable, leaves first.
+	// Make the skeleton durable, leaves first (in parallel: one at a time,
+	// 261 directory fsyncs took 60-80 ms on a VM disk).
+	var dirs []string
 	for _, d := range layout() {
-		if err := fsys.SyncDir(filepath.Join(root, d)); err != nil {
-			return nil, err
+		if d != "chunks" {
+			dirs = append(dirs, filepath.Join(root, d))
 		}
+	}
+	if err := syncDirs(fsys, dirs); err != nil {
+		return nil, err
+	}
+	if err := fsys.SyncDir(filepath.Join(root, "chunks")); err != nil {
+		return nil, err
 	}
 	if err := fsys.SyncDir(root); err != nil {
 		return nil, err
@@ -184,8 +192,13 @@ func (l *Local) Sync(ctx context.Context) error {
 	l.pending = nil
 	l.mu.Unlock()
 
-	// 1. File contents durable.
+	// 1. File contents durable, then each file into place: in parallel, as
+	// concurrent fsyncs share journal commits. A file is renamed only once
+	// its own fsync succeeded; on failure the files not yet renamed are
+	// removed (the renamed ones are durable blobs that nothing refers to
+	// yet, which GC removes, as after a crash).
 	errs := make([]error, len(pending))
+	renamed := make([]bool, len(pending))
 	sem := make(chan struct{}, syncParallelism)
 	var wg sync.WaitGroup
 	for i, p := range pending {
@@ -198,48 +211,58 @@ func (l *Local) Sync(ctx context.Context) error {
 			if cerr := p.f.Close(); err == nil {
 				err = cerr
 			}
+			if err == nil {
+				err = l.fs.Rename(p.tmp, p.final)
+				renamed[i] = err == nil
+			}
 			errs[i] = err
 		}()
 	}
 	wg.Wait()
+	for i, p := range pending {
+		if renamed[i] {
+			l.markDirty(filepath.Dir(p.final))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
-		for _, p := range pending {
-			l.fs.Remove(p.tmp)
+		for i, p := range pending {
+			if !renamed[i] {
+				l.fs.Remove(p.tmp)
+			}
 		}
 		return fmt.Errorf("syncing %s: %w", l.Location(), err)
 	}
-	// 2. Into place.
-	for i, p := range pending {
-		if err := l.fs.Rename(p.tmp, p.final); err != nil {
-			for _, q := range pending[i:] {
-				l.fs.Remove(q.tmp)
-			}
-			return fmt.Errorf("syncing %s: %w", l.Location(), err)
-		}
-		l.markDirty(filepath.Dir(p.final))
-	}
-	// 3. Directory entries durable, in parallel too: a chunk-heavy commit
-	// dirties up to all 256 fan-out directories, and concurrent fsyncs
-	// share journal commits.
+	// 2. Directory entries durable, in parallel too: a chunk-heavy commit
+	// dirties up to all 256 fan-out directories.
 	l.mu.Lock()
 	dirty := l.dirty
 	l.dirty = map[string]bool{}
 	l.mu.Unlock()
-	derrs := make(chan error, len(dirty))
+	ds := make([]string, 0, len(dirty))
 	for d := range dirty {
+		ds = append(ds, d)
+	}
+	return syncDirs(l.fs, ds)
+}
+
+// syncDirs fsyncs directories, syncParallelism at a time.
+func syncDirs(fsys vfs.FS, dirs []string) error {
+	errs := make([]error, len(dirs))
+	sem := make(chan struct{}, syncParallelism)
+	var wg sync.WaitGroup
+	for i, d := range dirs {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := l.fs.SyncDir(d); err != nil {
-				derrs <- fmt.Errorf("syncing %s: %w", d, err)
+			if err := fsys.SyncDir(d); err != nil {
+				errs[i] = fmt.Errorf("syncing %s: %w", d, err)
 			}
 		}()
 	}
 	wg.Wait()
-	close(derrs)
-	return <-derrs
+	return errors.Join(errs...)
 }
 
 func (l *Local) markDirty(dir string) {
