@@ -128,9 +128,18 @@ func (s *S3) Save(ctx context.Context, h Handle, data []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.c.PutObject(ctx, s.bucket, k, bytes.NewReader(data), int64(len(data)),
-		minio.PutObjectOptions{ContentType: "application/octet-stream", DisableMultipart: true})
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", DisableMultipart: true}
+	if h.Kind == Manifest {
+		// Create-only (If-None-Match: *): a commit never overwrites another.
+		// Manifests are content-addressed, so one already there under this
+		// name holds these very bytes.
+		opts.SetMatchETagExcept("*")
+	}
+	_, err = s.c.PutObject(ctx, s.bucket, k, bytes.NewReader(data), int64(len(data)), opts)
 	if err != nil {
+		if h.Kind == Manifest && minio.ToErrorResponse(err).StatusCode == 412 {
+			return nil
+		}
 		return fmt.Errorf("saving %s to %s: %w", h, s.loc, err)
 	}
 	return nil
