@@ -130,7 +130,7 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	if ip.Mappings, err = classifyMappings(p.pid, st.Comm, maps, ids); err != nil {
 		return nil, err
 	}
-	if ip.FDs, err = dumpFDs(p.pid, st.Comm, ids, h.opts, tree); err != nil {
+	if ip.FDs, err = h.dumpFDs(p.pid, st.Comm, ids, h.opts, tree); err != nil {
 		return nil, err
 	}
 	mem, err := ptrace.OpenMem(p.pid)

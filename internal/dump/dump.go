@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -54,6 +55,8 @@ type Handle struct {
 
 	frozenAt time.Time
 	frozen   time.Duration
+
+	repair []*os.File // TCP connections in repair mode (inet.go)
 }
 
 type thread struct {
@@ -190,6 +193,13 @@ func (h *Handle) release(kill bool) error {
 	}
 	h.done = true
 	var errs []error
+	if !kill {
+		// Out of repair mode before any thread runs again (a send in
+		// repair mode fails with EINVAL).
+		if err := h.releaseRepair(true); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	err := h.tr.Do(func() error {
 		for _, p := range h.procs {
 			if p.zombie {
@@ -223,6 +233,9 @@ func (h *Handle) release(kill bool) error {
 		return nil
 	})
 	h.tr.Close()
+	if err := h.releaseRepair(false); err != nil {
+		errs = append(errs, err)
+	}
 	if !h.frozenAt.IsZero() {
 		h.frozen = time.Since(h.frozenAt)
 	}

@@ -21,7 +21,7 @@ func isTTY(path string) bool {
 }
 
 // dumpFDs reads every open file descriptor of pid.
-func dumpFDs(pid int, comm string, ids *idCache, opts Options, tree *image.Tree) ([]*image.FD, error) {
+func (h *Handle) dumpFDs(pid int, comm string, ids *idCache, opts Options, tree *image.Tree) ([]*image.FD, error) {
 	dir := procfs.Path(pid, "fd")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -52,7 +52,7 @@ func dumpFDs(pid int, comm string, ids *idCache, opts Options, tree *image.Tree)
 		switch {
 		case strings.HasPrefix(link, "socket:"):
 			ino, _ := strconv.ParseUint(strings.Trim(strings.TrimPrefix(link, "socket:"), "[]"), 10, 64)
-			why, err := dumpSocket(pid, num, ino, fd, tree)
+			why, err := h.dumpSocket(pid, num, ino, fd, tree)
 			if err != nil {
 				return nil, fmt.Errorf("process %d (%s): fd %d (%s): %w", pid, comm, num, link, err)
 			}

@@ -17,13 +17,23 @@ const siocUnixFile = 0x89e0 // SIOCPROTOPRIVATE: O_PATH fd of a bound socket's f
 
 // dumpSocket records fd num of pid, a socket with inode ino. It returns a
 // refusal (empty when the socket is supported) or an error.
-func dumpSocket(pid, num int, ino uint64, fd *image.FD, tree *image.Tree) (string, error) {
+func (h *Handle) dumpSocket(pid, num int, ino uint64, fd *image.FD, tree *image.Tree) (string, error) {
 	if s := tree.Socket(ino); s != nil {
 		fd.Kind, fd.Socket = image.FDUnix, ino
 		return "", nil
 	}
+	if s := tree.InetSock(ino); s != nil {
+		fd.Kind, fd.Inet = image.FDInet, ino
+		return "", nil
+	}
 	ds, err := UnixSockets(ino)
 	if errors.Is(err, errNoSocket) {
+		if f, err := targetFD(pid, num); err == nil {
+			defer f.Close()
+			if fam, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && (fam == unix.AF_INET || fam == unix.AF_INET6) {
+				return h.dumpInet(f, ino, fam, fd, tree)
+			}
+		}
 		return "a socket (" + socketFamily(pid, num) + ") socket:[" + strconv.FormatUint(ino, 10) + "]", nil
 	}
 	if err != nil {

@@ -120,6 +120,8 @@ func fdState(fd *FD) string {
 		fmt.Fprintf(&b, " mask %#x", fd.Signalfd.Mask)
 	case fd.Socket != 0:
 		fmt.Fprintf(&b, " socket:[%d]", fd.Socket)
+	case fd.Inet != 0:
+		fmt.Fprintf(&b, " socket:[%d]", fd.Inet)
 	}
 	for _, e := range fd.Epoll {
 		fmt.Fprintf(&b, " [fd %d events %#x data %#x]", e.FD, e.Events, e.Data)

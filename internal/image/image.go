@@ -44,6 +44,7 @@ type Tree struct {
 	Processes []*Process    `json:"processes"` // parents before children
 	Pipes     []*Pipe       `json:"pipes,omitempty"`
 	Sockets   []*UnixSocket `json:"sockets,omitempty"`
+	Inet      []*InetSocket `json:"inet,omitempty"` // TCP and UDP sockets
 	Warnings  []string      `json:"warnings,omitempty"`
 }
 
@@ -255,6 +256,7 @@ type FD struct {
 	Epoll    []EpollTarget  `json:"epoll,omitempty"`
 	Inotify  []InotifyWatch `json:"inotify,omitempty"`
 	Socket   uint64         `json:"socket,omitempty"` // UnixSocket.ID
+	Inet     uint64         `json:"inet,omitempty"`   // InetSocket.ID
 	Locks    []Lock         `json:"locks,omitempty"`
 }
 

@@ -52,6 +52,16 @@ func (t *Tree) Validate() error {
 			return invalid("socket %d: peer %d is not in the image", s.ID, s.Peer)
 		}
 	}
+	inet := map[uint64]bool{}
+	for _, s := range t.Inet {
+		if s == nil || s.ID == 0 || inet[s.ID] || socks[s.ID] {
+			return invalid("bad or duplicate inet socket in the image")
+		}
+		inet[s.ID] = true
+		if err := s.validate(); err != nil {
+			return err
+		}
+	}
 	descs := map[int]*FD{}
 	for _, p := range t.Processes {
 		if p.Zombie {
@@ -141,11 +151,15 @@ func (t *Tree) Validate() error {
 				if t.Socket(fd.Socket) == nil {
 					return invalid("process %d fd %d: socket %d is not in the image", p.PID, fd.Num, fd.Socket)
 				}
+			case FDInet:
+				if !inet[fd.Inet] {
+					return invalid("process %d fd %d: inet socket %d is not in the image", p.PID, fd.Num, fd.Inet)
+				}
 			default:
 				return invalid("process %d fd %d: unknown kind %q", p.PID, fd.Num, fd.Kind)
 			}
 			if fd.Desc != 0 {
-				if o := descs[fd.Desc]; o != nil && (o.Kind != fd.Kind || o.Path != fd.Path || o.Pipe != fd.Pipe || o.Socket != fd.Socket) {
+				if o := descs[fd.Desc]; o != nil && (o.Kind != fd.Kind || o.Path != fd.Path || o.Pipe != fd.Pipe || o.Socket != fd.Socket || o.Inet != fd.Inet) {
 					return invalid("process %d fd %d: shares description %d with a different file", p.PID, fd.Num, fd.Desc)
 				}
 				descs[fd.Desc] = fd

@@ -24,6 +24,9 @@ func (r *restorer) openFiles() error {
 	if err := r.openSockets(); err != nil {
 		return err
 	}
+	if err := r.openInet(); err != nil {
+		return err
+	}
 	for _, p := range r.tree.Processes {
 		if p.Zombie {
 			continue
@@ -244,6 +247,12 @@ func (r *restorer) openFD(p *image.Process, fd *image.FD, pipeEnds map[uint64][2
 			return nil, fmt.Errorf("socket %d was not created", fd)
 		}
 		return r.socketFile(fd, flags)
+	case image.FDInet:
+		f := r.inet[fd.Inet]
+		if f == nil {
+			return nil, fmt.Errorf("inet socket %d was not created", fd.Inet)
+		}
+		return f, setFL(f, fd.Flags)
 	case image.FDOutside:
 		var std *os.File
 		switch fd.Num {

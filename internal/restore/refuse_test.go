@@ -24,7 +24,7 @@ func TestRefused(t *testing.T) {
 	proctest.RequireRoot(t)
 	bin := proctest.Build(t, "refuse", false)
 	for _, tc := range []struct{ what, want string }{
-		{"socket", "fd 3 is a socket"},
+		{"socket", "fd 3 is a socket (AF_NETLINK)"},
 		{"pidfd", "fd 3 is pidfd"},
 		{"fanotify", "fd 3 is fanotify"},
 		{"memfd", "fd 3 is a memfd"},

@@ -25,8 +25,9 @@ type restorer struct {
 	exe      map[int]*os.File
 	extra    []*os.File
 
-	epollDone map[int]bool   // descriptions whose interest list is filled
-	sockets   map[uint64]int // unix sockets of the tree, by inode (owned by extra)
+	epollDone map[int]bool        // descriptions whose interest list is filled
+	sockets   map[uint64]int      // unix sockets of the tree, by inode (owned by extra)
+	inet      map[uint64]*os.File // TCP and UDP sockets, by inode (owned by extra)
 
 	helper  int
 	scratch uint64

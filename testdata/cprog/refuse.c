@@ -8,12 +8,13 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <linux/netlink.h>
 
 int main(int argc, char **argv) {
 	setup_protocol();
 	const char *what = argc > 1 ? argv[1] : "socket";
 	int fd = -1;
-	if (!strcmp(what, "socket")) fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (!strcmp(what, "socket")) fd = socket(AF_NETLINK, SOCK_RAW, 0); /* NETLINK_ROUTE */
 	else if (!strcmp(what, "pidfd")) fd = syscall(SYS_pidfd_open, getpid(), 0);
 	else if (!strcmp(what, "fanotify")) fd = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
 	else if (!strcmp(what, "unix-outside")) {
