@@ -76,7 +76,9 @@ func (h *Handle) dumpFDs(pid int, comm string, ids *idCache, opts Options, tree 
 			fd.Kind = image.FDPipe
 			fd.Pipe = info.Ino
 		case strings.HasPrefix(link, "/memfd:"):
-			return nil, refuse("a memfd " + link)
+			if err := memfdFD(pid, num, fd); err != nil {
+				return nil, fmt.Errorf("process %d (%s): fd %d (%s): %w", pid, comm, num, link, err)
+			}
 		default:
 			if !strings.HasPrefix(link, "/") {
 				return nil, refuse("an unsupported file " + link)
@@ -226,7 +228,10 @@ func kcmpFile(pid1, pid2, fd1, fd2 int) bool {
 
 // linkFiles decides which pipes lie inside the tree, saves their queued data,
 // and groups descriptors that share an open file description.
-func linkFiles(tree *image.Tree) error {
+func linkFiles(tree *image.Tree, opts Options) error {
+	if err := collectShm(tree, opts); err != nil {
+		return err
+	}
 	type end struct {
 		p  *image.Process
 		fd *image.FD

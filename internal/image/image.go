@@ -45,6 +45,7 @@ type Tree struct {
 	Pipes     []*Pipe       `json:"pipes,omitempty"`
 	Sockets   []*UnixSocket `json:"sockets,omitempty"`
 	Inet      []*InetSocket `json:"inet,omitempty"` // TCP and UDP sockets
+	Shm       []*SharedMem  `json:"shm,omitempty"`  // shared memory objects
 	Warnings  []string      `json:"warnings,omitempty"`
 }
 
@@ -218,7 +219,8 @@ type Mapping struct {
 	Path   string  `json:"path,omitempty"`
 	Kind   string  `json:"kind"`
 	File   *FileID `json:"file,omitempty"`
-	Saved  uint64  `json:"saved"` // bytes of this area handed to the PageWriter
+	Saved  uint64  `json:"saved"`         // bytes of this area handed to the PageWriter
+	Shm    uint64  `json:"shm,omitempty"` // KindShm: SharedMem.ID
 }
 
 // Size is the length of the area.
@@ -257,6 +259,7 @@ type FD struct {
 	Inotify  []InotifyWatch `json:"inotify,omitempty"`
 	Socket   uint64         `json:"socket,omitempty"` // UnixSocket.ID
 	Inet     uint64         `json:"inet,omitempty"`   // InetSocket.ID
+	Shm      uint64         `json:"shm,omitempty"`    // FDMemfd: SharedMem.ID
 	Locks    []Lock         `json:"locks,omitempty"`
 }
 

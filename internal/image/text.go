@@ -158,6 +158,12 @@ func WriteText(w io.Writer, t *Tree) error {
 			b.WriteString("  " + socketStr(s) + "\n")
 		}
 	}
+	if len(t.Shm) > 0 {
+		b.WriteString("\nshared memory:\n")
+		for _, s := range t.Shm {
+			b.WriteString("  " + shmStr(s) + "\n")
+		}
+	}
 	if len(t.Inet) > 0 {
 		b.WriteString("\ninet sockets:\n")
 		for _, s := range t.Inet {

@@ -62,6 +62,14 @@ func (t *Tree) Validate() error {
 			return err
 		}
 	}
+	for _, s := range t.Shm {
+		if s == nil || s.ID == 0 || t.ShmObj(s.ID) != s {
+			return invalid("bad or duplicate shared memory object in the image")
+		}
+		if err := s.validate(); err != nil {
+			return err
+		}
+	}
 	descs := map[int]*FD{}
 	for _, p := range t.Processes {
 		if p.Zombie {
@@ -104,6 +112,10 @@ func (t *Tree) Validate() error {
 			prev = m.End
 			switch m.Kind {
 			case KindAnon, KindHeap, KindStack, KindDeleted, KindVvar, KindVvarVclock, KindVdso, KindVsyscall:
+			case KindShm:
+				if t.ShmObj(m.Shm) == nil {
+					return invalid("process %d: mapping %#x-%#x: shared memory %d is not in the image", p.PID, m.Start, m.End, m.Shm)
+				}
 			case KindFile:
 				if m.Path == "" || m.File == nil {
 					return invalid("process %d: file mapping %#x-%#x without path or identity", p.PID, m.Start, m.End)
@@ -151,6 +163,10 @@ func (t *Tree) Validate() error {
 				if t.Socket(fd.Socket) == nil {
 					return invalid("process %d fd %d: socket %d is not in the image", p.PID, fd.Num, fd.Socket)
 				}
+			case FDMemfd:
+				if t.ShmObj(fd.Shm) == nil {
+					return invalid("process %d fd %d: shared memory %d is not in the image", p.PID, fd.Num, fd.Shm)
+				}
 			case FDInet:
 				if !inet[fd.Inet] {
 					return invalid("process %d fd %d: inet socket %d is not in the image", p.PID, fd.Num, fd.Inet)
@@ -159,7 +175,7 @@ func (t *Tree) Validate() error {
 				return invalid("process %d fd %d: unknown kind %q", p.PID, fd.Num, fd.Kind)
 			}
 			if fd.Desc != 0 {
-				if o := descs[fd.Desc]; o != nil && (o.Kind != fd.Kind || o.Path != fd.Path || o.Pipe != fd.Pipe || o.Socket != fd.Socket || o.Inet != fd.Inet) {
+				if o := descs[fd.Desc]; o != nil && (o.Kind != fd.Kind || o.Path != fd.Path || o.Pipe != fd.Pipe || o.Socket != fd.Socket || o.Inet != fd.Inet || o.Shm != fd.Shm) {
 					return invalid("process %d fd %d: shares description %d with a different file", p.PID, fd.Num, fd.Desc)
 				}
 				descs[fd.Desc] = fd

@@ -27,6 +27,9 @@ func (r *restorer) openFiles() error {
 	if err := r.openInet(); err != nil {
 		return err
 	}
+	if err := r.openShm(); err != nil {
+		return err
+	}
 	for _, p := range r.tree.Processes {
 		if p.Zombie {
 			continue
@@ -247,6 +250,8 @@ func (r *restorer) openFD(p *image.Process, fd *image.FD, pipeEnds map[uint64][2
 			return nil, fmt.Errorf("socket %d was not created", fd)
 		}
 		return r.socketFile(fd, flags)
+	case image.FDMemfd:
+		return r.openMemfd(fd, flags)
 	case image.FDInet:
 		f := r.inet[fd.Inet]
 		if f == nil {

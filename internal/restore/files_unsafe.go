@@ -17,3 +17,6 @@ func setTimerfdTicks(fd int, ticks uint64) error {
 	}
 	return nil
 }
+
+// sliceAddr is the address of b's first byte (a mapping made by unix.Mmap).
+func sliceAddr(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }

@@ -329,6 +329,8 @@ func (r *restorer) mapOne(p *rproc, m *image.Mapping) error {
 	switch m.Kind {
 	case image.KindVvar, image.KindVvarVclock, image.KindVdso, image.KindVsyscall:
 		return nil
+	case image.KindShm:
+		return r.mapShm(in, m, prot)
 	case image.KindFile:
 		f := r.mapFiles[fmt.Sprintf("%s\x00%v", m.Path, m.Shared && m.Prot&image.ProtWrite != 0)]
 		fd, err := r.getFD(in, int(f.Fd()))

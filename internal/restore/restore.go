@@ -106,14 +106,17 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	r := &restorer{tree: tree, pr: pr, opts: opts, res: &Result{Root: tree.Root, child: !opts.Detach}, epollDone: map[int]bool{}}
 	defer r.closeFiles()
 	if err := r.openFiles(); err != nil {
+		r.finishShm(true)
 		return nil, err
 	}
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	if err := tr.Do(func() error { return r.run(ctx) }); err != nil {
 		_ = tr.Do(func() error { r.abort(); return nil })
+		r.finishShm(true)
 		return nil, err
 	}
+	r.finishShm(false)
 	return r.res, nil
 }
 

@@ -28,6 +28,10 @@ type restorer struct {
 	epollDone map[int]bool        // descriptions whose interest list is filled
 	sockets   map[uint64]int      // unix sockets of the tree, by inode (owned by extra)
 	inet      map[uint64]*os.File // TCP and UDP sockets, by inode (owned by extra)
+	shm       map[uint64]*os.File // shared memory objects, by SharedMem.ID (owned by extra)
+
+	shmCreated []int // System V segments this restore created
+	shmRemove  []int // ... and those to remove once attached (removed at dump)
 
 	helper  int
 	scratch uint64

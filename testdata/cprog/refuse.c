@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <netinet/in.h>
 #include <sys/fanotify.h>
 #include <sys/socket.h>
@@ -40,10 +41,23 @@ int main(int argc, char **argv) {
 		if (sendmsg(sv[0], &mh, 0) != 1) fail("sendmsg");
 		fd = sv[1];
 	}
-	else if (!strcmp(what, "memfd")) fd = memfd_create("ckpt-test", 0);
-	else if (!strcmp(what, "shm")) {
-		char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	else if (!strcmp(what, "deleted-shared")) {
+		/* A shared mapping of an unlinked regular file (argv[2]). */
+		int f = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (f < 0 || ftruncate(f, 4096)) fail("tmpfile");
+		char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+		if (p == MAP_FAILED) fail("mmap");
 		p[0] = 1;
+		close(f);
+		unlink(argv[2]);
+		fd = 99;
+	} else if (!strcmp(what, "sysv-partial")) {
+		/* A System V segment of which the first page was unmapped. */
+		int id = shmget(IPC_PRIVATE, 8192, IPC_CREAT | 0600);
+		char *p = shmat(id, NULL, 0);
+		if (id < 0 || p == (void *)-1) fail("shm");
+		shmctl(id, IPC_RMID, NULL);
+		munmap(p, 4096);
 		fd = 99;
 	}
 	if (fd < 0) fail(what);
