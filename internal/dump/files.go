@@ -123,6 +123,7 @@ func (h *Handle) dumpFDs(pid int, comm string, ids *idCache, opts Options, tree 
 					fd.Kind = image.FDDevice
 				case isTTY(link):
 					fd.Kind = image.FDOutside
+					fd.TTY = ttyState(pid, num)
 				default:
 					return nil, refuse("a character device " + link)
 				}

@@ -260,6 +260,7 @@ type FD struct {
 	Socket   uint64         `json:"socket,omitempty"` // UnixSocket.ID
 	Inet     uint64         `json:"inet,omitempty"`   // InetSocket.ID
 	Shm      uint64         `json:"shm,omitempty"`    // FDMemfd: SharedMem.ID
+	TTY      *TTY           `json:"tty,omitempty"`    // FDOutside on a terminal: its settings
 	Locks    []Lock         `json:"locks,omitempty"`
 }
 

@@ -278,9 +278,19 @@ func (r *restorer) openFD(p *image.Process, fd *image.FD, pipeEnds map[uint64][2
 			}
 		}
 		if f := r.opts.InheritFDs[fd.Path]; f != nil {
+			r.setTTY(f, fd.TTY, p, fd)
+			return f, nil
+		}
+		if fd.TTY != nil && r.opts.NewTTY {
+			f, err := r.newTTY(fd.Path)
+			if err != nil {
+				return nil, err
+			}
+			r.setTTY(f, fd.TTY, p, fd)
 			return f, nil
 		}
 		if std != nil {
+			r.setTTY(std, fd.TTY, p, fd)
 			return std, nil
 		}
 		r.warn("process %d fd %d (%s) led outside the tree and has no substitute: replaced by /dev/null", p.PID, fd.Num, fd.Path)

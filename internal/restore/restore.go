@@ -46,6 +46,12 @@ type Options struct {
 	Helper string
 	// PIDWait bounds the wait for a PID still held by a zombie (default 5 s).
 	PIDWait time.Duration
+	// NewTTY puts fds that were on a terminal (and have no InheritFDs
+	// entry) on a new pseudo-terminal, one per terminal of the image, with
+	// the saved settings and window size; Result.TTY is its master. Without
+	// it they get the substitute stdio, which, when it is a terminal, is
+	// given the saved settings and window size.
+	NewTTY bool
 }
 
 // Result describes a restored tree.
@@ -53,7 +59,12 @@ type Result struct {
 	Root     int   // PID of the root process
 	PIDs     []int // every restored process
 	Warnings []string
-	child    bool
+	// TTY is the master of the new pseudo-terminal (Options.NewTTY), nil
+	// when the image had no terminal; ExtraTTYs are those of further
+	// terminals. The caller owns and closes them.
+	TTY       *os.File
+	ExtraTTYs []*os.File
+	child     bool
 }
 
 // ErrPIDInUse is wrapped when a PID of the image belongs to a live process.
@@ -107,6 +118,7 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	defer r.closeFiles()
 	if err := r.openFiles(); err != nil {
 		r.finishShm(true)
+		r.dropTTYs()
 		return nil, err
 	}
 	tr := ptrace.NewTracer()
@@ -114,6 +126,7 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	if err := tr.Do(func() error { return r.run(ctx) }); err != nil {
 		_ = tr.Do(func() error { r.abort(); return nil })
 		r.finishShm(true)
+		r.dropTTYs()
 		return nil, err
 	}
 	r.finishShm(false)

@@ -27,6 +27,13 @@ type restored struct {
 // tree with its output. ready is the READY line.
 func cycle(t *testing.T, bin string, args ...string) (*restored, string) {
 	t.Helper()
+	return cycleOpts(t, restore.Options{}, bin, args...)
+}
+
+// cycleOpts is cycle with restore options (Stdout and Stderr are the
+// test's pipe).
+func cycleOpts(t *testing.T, opts restore.Options, bin string, args ...string) (*restored, string) {
+	t.Helper()
 	p := proctest.Start(t, bin, args...)
 	ready := p.Lines.Expect(t, "READY")
 	pages := proctest.NewPages()
@@ -59,7 +66,8 @@ func cycle(t *testing.T, bin string, args ...string) (*restored, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := restore.Restore(context.Background(), tree2, pages, restore.Options{Stdout: w, Stderr: w})
+	opts.Stdout, opts.Stderr = w, w
+	res, err := restore.Restore(context.Background(), tree2, pages, opts)
 	w.Close()
 	if err != nil {
 		r.Close()

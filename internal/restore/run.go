@@ -30,8 +30,10 @@ type restorer struct {
 	inet      map[uint64]*os.File // TCP and UDP sockets, by inode (owned by extra)
 	shm       map[uint64]*os.File // shared memory objects, by SharedMem.ID (owned by extra)
 
-	shmCreated []int // System V segments this restore created
-	shmRemove  []int // ... and those to remove once attached (removed at dump)
+	ttys       map[string]*os.File // new pty slaves by the terminal they replace (Options.NewTTY)
+	ttySet     map[*os.File]bool   // terminals given their saved settings
+	shmCreated []int               // System V segments this restore created
+	shmRemove  []int               // ... and those to remove once attached (removed at dump)
 
 	helper  int
 	scratch uint64
