@@ -1,12 +1,15 @@
 package restore_test
 
 import (
+	"context"
 	"io"
 	"net"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ckpt/ckpt/internal/dump"
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/proctest"
 )
@@ -82,4 +85,26 @@ func TestTCPOutsidePeer(t *testing.T) {
 	if err != nil || string(b[:n]) != "echo:prepost" {
 		t.Fatalf("outside peer read %q, %v; want \"echo:prepost\"", b[:n], err)
 	}
+}
+
+// TestInetLeaveRunning dumps the inet fixture and lets it run on: every
+// connection leaves repair mode and the process finds its sockets as they
+// were.
+func TestInetLeaveRunning(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "inet", false)
+	p := proctest.Start(t, bin)
+	p.Lines.Expect(t, "READY")
+	tree, err := dump.Dump(context.Background(), p.PID, dump.Options{LeaveRunning: true}, proctest.NewPages())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dump.Finish(tree); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5000 && proctest.State(p.PID) != 'S'; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	_ = syscall.Kill(p.PID, syscall.SIGUSR2)
+	p.Lines.Expect(t, "PASS")
 }
