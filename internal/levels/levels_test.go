@@ -485,9 +485,18 @@ func TestFlushRetry(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	if mt := metrics(); !strings.Contains(mt, `ckpt_agent_flush_last_error{error="no partner took the copy: node node1:`) ||
-		!strings.Contains(mt, "ckpt_agent_flush_retries_scheduled 1") {
-		t.Fatalf("metrics without the error or the retry:\n%s", grepLines(mt, "flush"))
+	// A retry may be running at the moment of a scrape (then it is queued,
+	// not scheduled): wait for a scrape that shows it backing off.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		mt := metrics()
+		if strings.Contains(mt, `ckpt_agent_flush_last_error{error="no partner took the copy: node node1:`) &&
+			strings.Contains(mt, "ckpt_agent_flush_retries_scheduled 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics without the error or the retry:\n%s", grepLines(mt, "flush"))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	nodes[1].Restart(t)
 	deadline = time.Now().Add(10 * time.Second)
