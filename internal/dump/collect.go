@@ -49,7 +49,7 @@ func (h *Handle) collect(ctx context.Context, root int, pw image.PageWriter) (*i
 		}
 		tree.Process(ip.PPID).Children = append(tree.Process(ip.PPID).Children, ip.PID)
 	}
-	if err := linkFiles(tree, h.opts); err != nil {
+	if err := linkFiles(tree); err != nil {
 		return nil, err
 	}
 	if err := tree.Validate(); err != nil {
@@ -162,17 +162,9 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	}); err != nil {
 		return nil, err
 	}
-	// smaps says which areas hold no page at all (huge reservations):
-	// those need no pagemap scan.
-	var resident map[uint64]uint64
-	if b, err := procfs.Read(p.pid, "smaps"); err == nil {
-		if sm, err := procfs.ParseSmaps(b); err == nil {
-			resident = map[uint64]uint64{}
-			for _, e := range sm {
-				resident[e.Start] = e.Rss + e.Swap
-			}
-		}
-	}
+	// Which areas hold no page at all (huge reservations): those need no
+	// pagemap read.
+	resident := readResident(p.pid)
 	fp, err := h.opts.PreCopy.forProcess(p.pid, pw)
 	if err != nil {
 		return nil, err

@@ -27,13 +27,6 @@ func classifyMappings(pid int, comm string, maps []procfs.MapEntry, ids *idCache
 		refuse := func(what string) error {
 			return fmt.Errorf("process %d (%s): mapping %#x-%#x %s: %s: %w", pid, comm, e.Start, e.End, e.Path, what, ErrUnsupported)
 		}
-		if ok, why := shmMapping(pid, e, m); ok {
-			if why != "" {
-				return nil, refuse(why)
-			}
-			out = append(out, m)
-			continue
-		}
 		switch {
 		case e.Path == "[vvar]":
 			m.Kind = image.KindVvar
@@ -75,6 +68,9 @@ func classifyMappings(pid int, comm string, maps []procfs.MapEntry, ids *idCache
 			if id.Mode&0o170000 != 0o100000 {
 				return nil, refuse("mapping of a device or special file")
 			}
+			if strings.HasPrefix(e.Path, "/dev/shm/") && e.Shared {
+				return nil, refuse("POSIX shared memory")
+			}
 			m.File = id
 		}
 		out = append(out, m)
@@ -101,6 +97,29 @@ const batch = 16 << 20
 type PageFiller interface {
 	FillPages(pid int, addr uint64, n int, read func(addr uint64, b []byte) error) error
 	WaitFills(pid int) error
+}
+
+// readResident maps each area's start to its resident and swapped bytes,
+// from /proc/PID/smaps, so that walkPages skips areas with no page without
+// reading their pagemap (huge reservations). It returns nil when not
+// needed (PAGEMAP_SCAN skips them itself) or not known.
+func readResident(pid int) map[uint64]uint64 {
+	if pageScanWorks() {
+		return nil
+	}
+	b, err := procfs.Read(pid, "smaps")
+	if err != nil {
+		return nil
+	}
+	sm, err := procfs.ParseSmaps(b)
+	if err != nil {
+		return nil
+	}
+	resident := map[uint64]uint64{}
+	for _, e := range sm {
+		resident[e.Start] = e.Rss + e.Swap
+	}
+	return resident
 }
 
 // dumpPages saves, per page, what the restorer cannot get back from a file:

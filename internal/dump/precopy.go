@@ -279,7 +279,12 @@ func walkPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, run fun
 		return err
 	}
 	defer pm.Close()
-	ent := make([]byte, 8*(batch/image.PageSize))
+	scan := pageScanWorks()
+	var vec []pageRegion
+	var ent []byte
+	if scan {
+		vec = make([]pageRegion, 512)
+	}
 	for _, m := range ms {
 		switch m.Kind {
 		case image.KindVvar, image.KindVvarVclock, image.KindVdso, image.KindVsyscall:
@@ -290,6 +295,27 @@ func walkPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, run fun
 		}
 		if r, known := resident[m.Start]; known && r == 0 && m.Kind != image.KindDeleted {
 			continue
+		}
+		if scan && m.Kind != image.KindDeleted {
+			err := scanPages(pm, m.Start, m.End, vec, func(start, end, cats uint64) error {
+				if cats&pageIsSwapped == 0 && cats&pageIsFile != 0 && m.Kind == image.KindFile {
+					return nil // a clean page of the file
+				}
+				for a := start; a < end; a += batch {
+					n := int((min(a+batch, end) - a) / image.PageSize)
+					if err := run(m, a, n); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("process %d: scanning pages of %#x-%#x: %w", pid, m.Start, m.End, err)
+			}
+			continue
+		}
+		if ent == nil {
+			ent = make([]byte, 8*(batch/image.PageSize))
 		}
 		for win := m.Start; win < m.End; win += batch {
 			wend := min(win+batch, m.End)
