@@ -49,7 +49,7 @@ func (h *Handle) collect(ctx context.Context, root int, pw image.PageWriter) (*i
 		}
 		tree.Process(ip.PPID).Children = append(tree.Process(ip.PPID).Children, ip.PID)
 	}
-	if err := linkFiles(tree); err != nil {
+	if err := linkFiles(tree, h.opts); err != nil {
 		return nil, err
 	}
 	if err := tree.Validate(); err != nil {

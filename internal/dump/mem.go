@@ -27,6 +27,13 @@ func classifyMappings(pid int, comm string, maps []procfs.MapEntry, ids *idCache
 		refuse := func(what string) error {
 			return fmt.Errorf("process %d (%s): mapping %#x-%#x %s: %s: %w", pid, comm, e.Start, e.End, e.Path, what, ErrUnsupported)
 		}
+		if ok, why := shmMapping(pid, e, m); ok {
+			if why != "" {
+				return nil, refuse(why)
+			}
+			out = append(out, m)
+			continue
+		}
 		switch {
 		case e.Path == "[vvar]":
 			m.Kind = image.KindVvar
@@ -67,9 +74,6 @@ func classifyMappings(pid int, comm string, maps []procfs.MapEntry, ids *idCache
 			}
 			if id.Mode&0o170000 != 0o100000 {
 				return nil, refuse("mapping of a device or special file")
-			}
-			if strings.HasPrefix(e.Path, "/dev/shm/") && e.Shared {
-				return nil, refuse("POSIX shared memory")
 			}
 			m.File = id
 		}
