@@ -42,9 +42,9 @@ type Server struct {
 	events chan event
 	core   *coord.Coordinator
 
-	conns     map[int]*Conn
-	addrs     []string
-	done      map[int]bool
+	conns   map[int]*Conn
+	addrs   []string
+	done    map[int]bool
 	pending   map[uint64][]chan roundReply // Checkpoint callers by round
 	peersSent bool
 }
@@ -276,6 +276,13 @@ func (s *Server) handle(ctx context.Context, ev event) {
 			delete(s.conns, r)
 			s.log.Info("rank went away", "rank", r)
 			s.core.Down(r)
+			if len(s.done) > 0 && !s.done[r] {
+				// Ranks waiting in Done rely on the coordinator to learn
+				// that the group is lost.
+				for _, c := range s.conns {
+					c.Send(Wire{Type: MsgExit, Error: fmt.Sprintf("rank %d went away before it was done", r)})
+				}
+			}
 		}
 	case "persisted":
 		s.core.Persisted(ev.g.Round, *ev.g, ev.err)
