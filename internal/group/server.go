@@ -42,9 +42,9 @@ type Server struct {
 	events chan event
 	core   *coord.Coordinator
 
-	conns   map[int]*Conn
-	addrs   []string
-	done    map[int]bool
+	conns     map[int]*Conn
+	addrs     []string
+	done      map[int]bool
 	pending   map[uint64][]chan roundReply // Checkpoint callers by round
 	peersSent bool
 }
