@@ -144,6 +144,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 3 not found,
 		newDemoWorkerCommand(g),
 		newPlanCommand(g),
 		newSimCommand(g),
+		newCoordinatorCommand(g), newRecoveryLineCommand(g),
 	)
 	addPlatformCommands(root, g)
 	return root

@@ -291,8 +291,12 @@ func (t *Trace) Replayed(p int) []string {
 }
 
 // Report writes the recovery line and the comparison in words.
-func (t *Trace) Report(w io.Writer) {
-	l := t.Recover()
+func (t *Trace) Report(w io.Writer) { t.report(w, t.Recover()) }
+
+// ReportInTransit is Report for RecoverInTransit.
+func (t *Trace) ReportInTransit(w io.Writer) { t.report(w, t.RecoverInTransit()) }
+
+func (t *Trace) report(w io.Writer, l Line) {
 	var parts []string
 	for p := range t.Events {
 		parts = append(parts, t.Names[p]+"@"+t.Label(p, l.Pos[p]))
