@@ -218,12 +218,12 @@ func (r *Rank) connect(ctx context.Context, addrs []string) error {
 				return
 			}
 			f, err := group.ReadFrame(c)
-			if err != nil || f.Kind != group.FrameHello || len(f.Data) != 4 {
+			from, _, herr := group.ParseHello(f)
+			if err != nil || herr != nil || from < 0 || from >= r.cfg.Size {
 				c.Close()
 				accepted <- fmt.Errorf("bad hello from %s", c.RemoteAddr())
 				return
 			}
-			from := int(uint32(f.Data[0]) | uint32(f.Data[1])<<8 | uint32(f.Data[2])<<16 | uint32(f.Data[3])<<24)
 			go r.readPeer(from, c)
 			accepted <- nil
 		}
@@ -240,8 +240,7 @@ func (r *Rank) connect(ctx context.Context, addrs []string) error {
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
-		rk := uint32(r.cfg.Rank)
-		if err := group.WriteFrame(c, group.Frame{Kind: group.FrameHello, Data: []byte{byte(rk), byte(rk >> 8), byte(rk >> 16), byte(rk >> 24)}}); err != nil {
+		if err := group.WriteFrame(c, group.Hello(r.cfg.Rank, "")); err != nil {
 			c.Close()
 			return err
 		}

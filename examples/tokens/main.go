@@ -33,7 +33,8 @@ type options struct {
 	steps, initial                  int64
 	seed                            uint64
 	every, timeout, pace            time.Duration
-	keepAll, expect, debug          bool
+	keepAll, expect, debug, logged  bool
+	ckptEvery                       int64
 }
 
 func main() {
@@ -53,6 +54,8 @@ func main() {
 	flag.BoolVar(&o.keepAll, "keep-all", false, "rank: keep the checkpoints of every round")
 	flag.BoolVar(&o.expect, "expect", false, "print the final balances of an uninterrupted run")
 	flag.BoolVar(&o.debug, "debug", false, "debug logging")
+	flag.BoolVar(&o.logged, "logged", false, "uncoordinated checkpoints with message logging: a rank that fails restarts alone")
+	flag.Int64Var(&o.ckptEvery, "ckpt-every", 250, "logged rank: checkpoint every this many transfers")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "tokens:", err)
@@ -77,6 +80,8 @@ func run(ctx context.Context, o options) error {
 		return nil
 	case o.serve != "":
 		return serve(ctx, o, log)
+	case o.coordinator != "" && o.logged:
+		return loggedRank(ctx, o, log)
 	case o.coordinator != "":
 		return rank(ctx, o, log)
 	}
@@ -91,7 +96,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	defer r.Close()
 	srv, err := group.NewServer(ctx, group.ServerConfig{Group: o.group, Ranks: o.size, Repo: r, Every: o.every,
-		Timeout: o.timeout, ExitWhenDone: true, Logger: log})
+		Timeout: o.timeout, ExitWhenDone: true, Logger: log, Logged: o.logged})
 	if err != nil {
 		return err
 	}
@@ -197,5 +202,69 @@ func rank(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	fmt.Printf("rank %d balance %d sent %d received %d restored %d\n", o.rank, balance, sent, received, r.Restored())
+	return nil
+}
+
+// loggedRank is rank with uncoordinated checkpoints and message logging.
+func loggedRank(ctx context.Context, o options, log *slog.Logger) error {
+	job, err := ckpt.Open(fmt.Sprintf("%s.rank%d", o.group, o.rank), ckpt.WithDir(o.repo), ckpt.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer job.Close()
+	var balance, sent, received int64
+	balance = o.initial
+	job.Protect("balance", &balance)
+	job.Protect("sent", &sent)
+	job.Protect("received", &received)
+	r, err := job.JoinLogged(ctx, ckpt.GroupConfig{Coordinator: o.coordinator, Group: o.group, Rank: o.rank, Size: o.size})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	expect := incoming(o.seed, o.size, o.steps, o.rank)
+	take := func(data []byte) {
+		balance += int64(binary.LittleEndian.Uint64(data))
+		received++
+	}
+	for sent < o.steps || received < expect {
+		if sent < o.steps {
+			to, a := Transfer(o.seed, o.size, o.rank, sent)
+			balance -= a
+			sent++
+			if err := r.Send(ctx, to, binary.LittleEndian.AppendUint64(nil, uint64(a))); err != nil {
+				return err
+			}
+			if (sent+int64(o.rank)*37)%o.ckptEvery == 0 {
+				if err := r.Checkpoint(ctx); err != nil {
+					return err
+				}
+			}
+			if o.pace > 0 {
+				time.Sleep(o.pace)
+			}
+		}
+		for {
+			_, data, ok, err := r.TryRecv()
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			take(data)
+		}
+		if sent == o.steps && received < expect {
+			_, data, err := r.Recv(ctx)
+			if err != nil {
+				return err
+			}
+			take(data)
+		}
+	}
+	if err := r.Done(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("rank %d balance %d sent %d received %d restarted %v\n", o.rank, balance, sent, received, r.Restarted())
 	return nil
 }

@@ -31,7 +31,11 @@ type ServerConfig struct {
 	Tick time.Duration
 	// ExitWhenDone makes Serve return once every rank said it is done.
 	ExitWhenDone bool
-	Logger       *slog.Logger
+	// Logged: the ranks checkpoint on their own and log messages
+	// (JoinLogged); a rank that goes away restarts alone, so the others
+	// are not told the group is lost, and no rounds are run.
+	Logged bool
+	Logger *slog.Logger
 }
 
 // Server is the coordinator's network loop: it owns the listener, one
@@ -201,7 +205,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	tick := time.NewTicker(s.cfg.Tick)
 	defer tick.Stop()
 	var every <-chan time.Time
-	if s.cfg.Every > 0 {
+	if s.cfg.Every > 0 && !s.cfg.Logged {
 		t := time.NewTicker(s.cfg.Every)
 		defer t.Stop()
 		every = t.C
@@ -276,7 +280,7 @@ func (s *Server) handle(ctx context.Context, ev event) {
 			delete(s.conns, r)
 			s.log.Info("rank went away", "rank", r)
 			s.core.Down(r)
-			if len(s.done) > 0 && !s.done[r] {
+			if len(s.done) > 0 && !s.done[r] && !s.cfg.Logged {
 				// Ranks waiting in Done rely on the coordinator to learn
 				// that the group is lost.
 				for _, c := range s.conns {

@@ -24,7 +24,7 @@ const (
 	MsgAbort    = "abort"    // coordinator: Round is aborted
 	MsgRequest  = "request"  // rank: please start a round
 	MsgDone     = "done"     // rank: finished; waits for exit
-	MsgExit     = "exit"     // coordinator: every rank is done
+	MsgExit     = "exit"     // coordinator: every rank is done (Error: a rank went away, the group is lost)
 )
 
 // Wire is a control message.
@@ -76,9 +76,10 @@ func (c *Conn) Close() error { return c.c.Close() }
 // and the data, little-endian. Each ordered pair of ranks has its own TCP
 // connection, dialled by the sender: a FIFO channel.
 const (
-	FrameHello  = 1 // data: the sender's rank (u32)
-	FrameData   = 2 // an application message
+	FrameHello  = 1 // data: the sender's rank (u32), then its listening address
+	FrameData   = 2 // an application message (logged ranks: Snap is its SSN)
 	FrameMarker = 3 // a Chandy-Lamport marker of snapshot Snap
+	FrameCtl    = 4 // logged ranks: a message-logging control message (JSON)
 )
 
 // Frame is one unit on a peer link.
@@ -158,3 +159,17 @@ func DecodeMessages(b []byte) ([][]byte, error) {
 // ChannelObject names the object holding the messages recorded on the
 // channel from one rank to another.
 func ChannelObject(from, to int) string { return fmt.Sprintf("channel/%d-%d", from, to) }
+
+// Hello is the first frame on a peer link: the dialling rank and where it
+// listens.
+func Hello(rank int, addr string) Frame {
+	return Frame{Kind: FrameHello, Data: append(binary.LittleEndian.AppendUint32(nil, uint32(rank)), addr...)}
+}
+
+// ParseHello reads a Hello frame.
+func ParseHello(f Frame) (rank int, addr string, err error) {
+	if f.Kind != FrameHello || len(f.Data) < 4 {
+		return 0, "", errors.New("peer link: bad hello")
+	}
+	return int(binary.LittleEndian.Uint32(f.Data)), string(f.Data[4:]), nil
+}
