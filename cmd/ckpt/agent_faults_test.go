@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ckpt/ckpt"
+	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/levels"
+)
+
+// metric reads one counter of an agent's /metrics (0 when absent).
+func metric(t *testing.T, p *agentProc, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name) || (len(l) > len(name) && l[len(name)] != ' ' && l[len(name)] != '{') {
+			continue
+		}
+		f := strings.Fields(l)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// inFlight reports whether an agent is receiving a fragment right now: its
+// fragment store's staging directory holds a file.
+func inFlight(p *agentProc) bool {
+	ents, _ := os.ReadDir(filepath.Join(p.dir, "sim", "fragments", ".tmp"))
+	return len(ents) > 0
+}
+
+// TestErasureKillsDuringFlush: k=4 m=2 over six agent processes. The
+// second checkpoint's fragments are on their way when two agents are
+// SIGKILLed mid-upload. That checkpoint must never appear complete at L3
+// (its record says so, and recovery does not serve it), and the first one
+// stays restorable: the killed agents come back with what they had stored,
+// the checkpoint's own node is lost with its disk and another agent is
+// killed, and ckpt fetch rebuilds the first checkpoint from the four
+// fragments left.
+func TestErasureKillsDuringFlush(t *testing.T) {
+	procs := startAgents(t, 6, map[string]any{
+		"erasure": map[string]any{"every": 1, "k": 4, "m": 2, "stripe_kib": 64},
+		// One try only: the interrupted flush stays interrupted for the
+		// rest of the test (retries are TestFlushRetry's subject).
+		"retry": map[string]any{"attempts": 1},
+	})
+	t.Setenv(backend.AgentTokenEnv, agentTok)
+	loc := "agent://" + procs[0].addr + "/sim"
+	ctx := context.Background()
+	n0 := agentClient(t, procs[0])
+
+	checkpoint := func(seed uint64, size int) ckpt.CommitInfo {
+		j, err := ckpt.Open("job", ckpt.WithLocation(loc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		state := make([]byte, size)
+		rnd := rand.New(rand.NewPCG(seed, seed))
+		for i := 0; i+8 <= len(state); i += 8 {
+			v := rnd.Uint64()
+			for k := range 8 {
+				state[i+k] = byte(v >> (8 * k))
+			}
+		}
+		j.Protect("state", state)
+		if err := j.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+		info, _ := j.LastCommit()
+		return info
+	}
+
+	first := checkpoint(1, 2<<20)
+	if n, err := n0.WaitIdle(ctx, 30*time.Second); err != nil || n != 0 {
+		t.Fatalf("flush of the first checkpoint: %d %v", n, err)
+	}
+	if r, err := levels.LoadRecord(ctx, n0, first.ID, levels.Erasure); err != nil || !r.Complete {
+		t.Fatalf("first checkpoint at L3: %+v %v", r, err)
+	}
+
+	// The second checkpoint is large enough that its upload takes a while;
+	// n4 and n5 die as soon as both are receiving their fragments.
+	errsBefore := metric(t, procs[0], "ckpt_agent_flush_errors_total")
+	done := make(chan ckpt.CommitInfo, 1)
+	go func() { done <- checkpoint(2, 96<<20) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for !(inFlight(procs[4]) && inFlight(procs[5])) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second checkpoint's fragments never reached n4 and n5")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	procs[4].kill()
+	procs[5].kill()
+	second := <-done
+	for metric(t, procs[0], "ckpt_agent_flush_errors_total") == errsBefore {
+		if time.Now().After(deadline) {
+			t.Fatal("n0 never reported the interrupted flush")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, p := range procs[4:] {
+		for i := range 6 {
+			if _, err := os.Stat(filepath.Join(p.dir, "sim", "fragments", levels.FragmentName(second.ID, i))); err == nil {
+				t.Fatalf("%s stored a whole fragment %d of the second checkpoint before it was killed: the kill was not mid-upload", p.name, i)
+			}
+		}
+	}
+	r, err := levels.LoadRecord(ctx, n0, second.ID, levels.Erasure)
+	if err == nil && r.Complete {
+		t.Fatalf("interrupted checkpoint recorded complete at L3: %+v", r)
+	}
+	if err != nil && !errors.Is(err, backend.ErrNotExist) {
+		t.Fatal(err)
+	}
+
+	// The killed agents restart with their stores; then the checkpoint's
+	// node is lost with its disk, and n1 is killed.
+	procs[4].start(t)
+	procs[5].start(t)
+	procs[0].kill()
+	procs[1].kill()
+	os.RemoveAll(procs[0].dir)
+	procs[0].start(t)
+
+	fetch := func(ref string) (fetchJSON, error) {
+		cmd := exec.Command(ckptBin, "fetch", ref, "--from", loc, "--json")
+		cmd.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
+		out, err := cmd.Output()
+		var res fetchJSON
+		if err == nil {
+			err = json.Unmarshal(out, &res)
+		}
+		if ee, ok := err.(*exec.ExitError); ok {
+			err = fmt.Errorf("%v: %s", err, ee.Stderr)
+		}
+		return res, err
+	}
+	res, err := fetch(fmt.Sprintf("job@%d", second.Seq))
+	if err == nil {
+		t.Fatalf("the interrupted checkpoint was served from %s (%s)", res.Level, res.Where)
+	}
+	if !strings.Contains(err.Error(), "no level holds a complete copy") {
+		t.Fatalf("fetch of the interrupted checkpoint: %v", err)
+	}
+	t.Logf("fetch of the interrupted checkpoint: %v", err)
+	res, err = fetch("job")
+	if err != nil || res.ID != first.ID || res.Level != levels.Erasure {
+		t.Fatalf("fetch after the faults: %+v %v (want %s from erasure)", res, err, first.ID)
+	}
+	vr := runCkpt(t, loc, "verify", "job")
+	wantCode(t, vr, exitOK, "verify of the rebuilt first checkpoint")
+}
