@@ -206,10 +206,11 @@ func vmHWM(pid int) float64 {
 }
 
 // TestLevelsTiming measures (CKPT_BENCH_LEVELS=1; size CKPT_BENCH_LEVELS_MIB,
-// default 256) how long a library checkpoint takes to be complete at each
-// level on six agent processes on loopback: partner, erasure k=4 m=2 and a
-// durable directory, every checkpoint; the program's blocking time; the
-// agents' peak RSS. docs/PERFORMANCE.md, "Levels and agent".
+// default 256; agents CKPT_BENCH_LEVELS_AGENTS, default 6) how long a
+// library checkpoint takes to be complete at each level on N agent
+// processes on loopback: partner, erasure k=N-2 m=2 and a durable
+// directory, every checkpoint; the program's blocking time; the agents'
+// peak RSS. docs/PERFORMANCE.md, "Levels and agent".
 func TestLevelsTiming(t *testing.T) {
 	if os.Getenv("CKPT_BENCH_LEVELS") == "" {
 		t.Skip("set CKPT_BENCH_LEVELS=1")
@@ -218,10 +219,14 @@ func TestLevelsTiming(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("CKPT_BENCH_LEVELS_MIB")); err == nil {
 		mib = v
 	}
+	nodes := 6
+	if v, err := strconv.Atoi(os.Getenv("CKPT_BENCH_LEVELS_AGENTS")); err == nil && v >= 3 {
+		nodes = v
+	}
 	durable := filepath.Join(t.TempDir(), "durable")
-	procs := startAgents(t, 6, map[string]any{
+	procs := startAgents(t, nodes, map[string]any{
 		"partner": map[string]any{"every": 1},
-		"erasure": map[string]any{"every": 1, "k": 4, "m": 2},
+		"erasure": map[string]any{"every": 1, "k": nodes - 2, "m": 2},
 		"durable": map[string]any{"every": 1, "location": durable},
 	})
 	t.Setenv(backend.AgentTokenEnv, agentTok)
@@ -273,9 +278,9 @@ func TestLevelsTiming(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		t.Logf("checkpoint %d, %d MiB (%d MiB new): Checkpoint blocked %v; complete at L1 %v, L2 partner %v, L3 erasure 4+2 %v, L4 durable %v",
-			round, mib, info.NewBytes>>20, blocked.Round(time.Millisecond), l1.Round(time.Millisecond),
-			done[levels.Partner].Round(time.Millisecond), done[levels.Erasure].Round(time.Millisecond), done[levels.Durable].Round(time.Millisecond))
+		t.Logf("%d agents, checkpoint %d, %d MiB (%d MiB new): Checkpoint blocked %v; complete at L1 %v, L2 partner %v, L3 erasure %d+2 %v, L4 durable %v",
+			nodes, round, mib, info.NewBytes>>20, blocked.Round(time.Millisecond), l1.Round(time.Millisecond),
+			done[levels.Partner].Round(time.Millisecond), nodes-2, done[levels.Erasure].Round(time.Millisecond), done[levels.Durable].Round(time.Millisecond))
 	}
 	var rss []string
 	for _, p := range procs {
