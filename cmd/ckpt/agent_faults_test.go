@@ -177,3 +177,85 @@ func TestErasureKillsDuringFlush(t *testing.T) {
 	vr := runCkpt(t, loc, "verify", "job")
 	wantCode(t, vr, exitOK, "verify of the rebuilt first checkpoint")
 }
+
+// TestAgentsLostPartnerAndDurable: three agent processes, a partner copy of
+// every checkpoint and a durable copy of every second one. The
+// checkpoint's node is SIGKILLed and loses its disk: its replacement gets
+// the newest checkpoint back from the partner. Then every agent is killed
+// and every disk lost: a new cluster with the same durable location gets
+// back the newest checkpoint that reached L4, not the newer one that did
+// not.
+func TestAgentsLostPartnerAndDurable(t *testing.T) {
+	durable := filepath.Join(t.TempDir(), "durable")
+	procs := startAgents(t, 3, map[string]any{
+		"partner": map[string]any{"every": 1},
+		"durable": map[string]any{"every": 2, "location": durable},
+	})
+	t.Setenv(backend.AgentTokenEnv, agentTok)
+	loc := "agent://" + procs[0].addr + "/sim"
+	ctx := context.Background()
+	j, err := ckpt.Open("job", ckpt.WithLocation(loc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := make([]byte, 4<<20)
+	j.Protect("state", state)
+	var infos []ckpt.CommitInfo
+	for i := range 3 {
+		rnd := rand.New(rand.NewPCG(uint64(i), 9))
+		for k := range state {
+			state[k] = byte(rnd.Uint32())
+		}
+		if err := j.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		info, _ := j.LastCommit()
+		infos = append(infos, info)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := agentClient(t, procs[0]).WaitIdle(ctx, 30*time.Second); err != nil || n != 0 {
+		t.Fatalf("flush: %d %v", n, err)
+	}
+	fetch := func(ref string) fetchJSON {
+		t.Helper()
+		cmd := exec.Command(ckptBin, "fetch", ref, "--from", loc, "--json")
+		cmd.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
+		out, err := cmd.Output()
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("fetch %s: %v: %s", ref, err, ee.Stderr)
+		}
+		var res fetchJSON
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("fetch %s: %v: %s", ref, err, out)
+		}
+		return res
+	}
+
+	// The node is lost: its partner serves the newest checkpoint.
+	procs[0].kill()
+	os.RemoveAll(procs[0].dir)
+	procs[0].start(t)
+	if res := fetch("job"); res.ID != infos[2].ID || res.Level != levels.Partner {
+		t.Fatalf("after the node's loss: got %s from %s, want %s from the partner", res.ID, res.Level, infos[2].ID)
+	}
+	wantCode(t, runCkpt(t, loc, "verify", "job"), exitOK, "verify after the partner copy")
+
+	// Every agent and every disk is lost; only durable storage is left.
+	for _, p := range procs {
+		p.kill()
+		os.RemoveAll(p.dir)
+	}
+	for _, p := range procs {
+		p.start(t)
+	}
+	res := fetch("job")
+	if res.ID != infos[1].ID || res.Level != levels.Durable {
+		t.Fatalf("after losing every agent: got %s (seq %d) from %s, want %s (seq %d, the newest at L4) from durable", res.ID, res.Seq, res.Level, infos[1].ID, infos[1].Seq)
+	}
+	wantCode(t, runCkpt(t, loc, "verify", "job"), exitOK, "verify after the durable copy")
+}
