@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ckpt/ckpt/internal/backend"
+	"github.com/ckpt/ckpt/internal/container"
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/kcheck"
 	"github.com/ckpt/ckpt/internal/procstore"
@@ -53,6 +55,14 @@ func jobStore(r *repo.Repository) (supervise.Store, error) {
 		return supervise.Store{}, errors.New("jobs need a local repository")
 	}
 	return supervise.Store{Dir: filepath.Join(l.Root(), "jobs")}, nil
+}
+
+// A container's PID 1 starts as ckpt itself (internal/container.Init),
+// before any command line parsing.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == container.InitArg {
+		container.Init(os.Args[2:])
+	}
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -108,6 +118,9 @@ not start itself. 'ckpt ps' lists jobs.`,
 			if err := repo.ValidName(o.Name); err != nil {
 				return usageError("--name: %v", err)
 			}
+			if o.Hostname != "" && !o.Isolate {
+				return usageError("--hostname needs --isolate")
+			}
 			o.Command = args
 			o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
 			r, err := g.openRepo(ctx, true)
@@ -135,6 +148,8 @@ not start itself. 'ckpt ps' lists jobs.`,
 	c.Flags().StringVar(&o.Name, "name", "", "job and checkpoint name; a later run with the same name resumes")
 	c.Flags().StringVar(&every, "every", "", "checkpoint interval (e.g. 30s, 10m) or auto")
 	c.Flags().IntVar(&o.Keep, "keep", 3, "checkpoints of the job to keep (0: all)")
+	c.Flags().BoolVar(&o.Isolate, "isolate", false, "run CMD as a container: PID 1 of new PID, mount, UTS, IPC, network and time namespaces in a cgroup v2 group, checkpointed whole (docs/CONTAINERS.md)")
+	c.Flags().StringVar(&o.Hostname, "hostname", "", "hostname inside an --isolate container (default: the job name)")
 	c.Flags().IntVar(&o.MaxRestarts, "max-restarts", 5, "crashes to recover from before giving up")
 	c.Flags().DurationVar(&o.Backoff, "backoff", time.Second, "wait before the first restore after a crash (doubles each time)")
 	pf.addFlags(c)
@@ -180,7 +195,11 @@ and last checkpoint.`,
 				if j.PID != 0 {
 					pid = fmt.Sprint(j.PID)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.Name, j.State, pid, j.Restarts, j.Checkpoints, last, strings.Join(j.Command, " "))
+				command := strings.Join(j.Command, " ")
+				if j.Isolate {
+					command = "[container] " + command
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.Name, j.State, pid, j.Restarts, j.Checkpoints, last, command)
 			}
 			return tw.Flush()
 		},

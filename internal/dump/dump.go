@@ -32,6 +32,17 @@ type Options struct {
 	// declared unchanged to the page writer (an image.PageWriter that is
 	// also a ParentReuser, whose parent image is the pre-copy).
 	PreCopy *PreCopy
+	// PIDNamespace dumps a container (internal/container): the root is
+	// PID 1 of its own PID namespace and the image records every PID as
+	// seen inside that namespace (pidns.go). Pages are still handed to the
+	// PageWriter under those inner PIDs.
+	PIDNamespace bool
+	// Seized, when set, is called once every thread of the tree is in a
+	// ptrace stop, before anything is read, with the tree's PIDs (as the
+	// dumper sees them). An error ends the dump (the tree is released).
+	// A container dump checks there that its cgroup holds nothing else
+	// and thaws the cgroup, so that injected system calls can run.
+	Seized func(pids []int) error
 }
 
 // ErrNotFound is wrapped when the PID does not exist.
@@ -135,7 +146,7 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 	if opts.MaxDeletedFile == 0 {
 		opts.MaxDeletedFile = 64 << 20
 	}
-	if err := checkTarget(pid); err != nil {
+	if err := checkTarget(pid, opts.PIDNamespace); err != nil {
 		return nil, err
 	}
 	h := &Handle{opts: opts, tr: ptrace.NewTracer(), frozenAt: time.Now()}
@@ -143,7 +154,15 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 		h.release(false)
 		return nil, err
 	}
+	var inner map[int]int
+	if err := h.afterSeize(&inner, &pw); err != nil {
+		h.release(false)
+		return nil, err
+	}
 	tree, err := h.collect(ctx, pid, pw)
+	if err == nil && inner != nil {
+		err = translatePIDs(tree, inner)
+	}
 	if err == nil {
 		// A process that died while we read it gave an image of nothing.
 		for _, p := range h.procs {

@@ -24,7 +24,7 @@ func readStat(pid int) (procfs.Stat, error) {
 }
 
 // checkTarget refuses what can never be dumped.
-func checkTarget(pid int) error {
+func checkTarget(pid int, pidNS bool) error {
 	if pid <= 0 {
 		return fmt.Errorf("process %d: %w", pid, ErrNotFound)
 	}
@@ -51,6 +51,9 @@ func checkTarget(pid int) error {
 			break
 		}
 		p = s.PPID
+	}
+	if pidNS {
+		return checkContainerRoot(pid)
 	}
 	for _, ns := range []string{"pid", "mnt"} {
 		mine, err1 := os.Readlink(fmt.Sprintf("/proc/self/ns/%s", ns))

@@ -48,7 +48,7 @@ type preProc struct {
 // tracked are listed in Untracked; the error is returned only when none
 // can be.
 func StartPreCopy(ctx context.Context, pid int) (*PreCopy, error) {
-	if err := checkTarget(pid); err != nil {
+	if err := checkTarget(pid, false); err != nil {
 		return nil, err
 	}
 	pc := &PreCopy{procs: map[int]*preProc{}}

@@ -47,6 +47,9 @@ type Tree struct {
 	Inet      []*InetSocket `json:"inet,omitempty"` // TCP and UDP sockets
 	Shm       []*SharedMem  `json:"shm,omitempty"`  // shared memory objects
 	Warnings  []string      `json:"warnings,omitempty"`
+	// Container is set for a whole-container checkpoint: PIDs are those
+	// inside the container's PID namespace (see Container).
+	Container *Container `json:"container,omitempty"`
 }
 
 // CPU records what the saved register state needs from the processor.

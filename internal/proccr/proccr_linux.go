@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ckpt/ckpt/internal/container"
 	"github.com/ckpt/ckpt/internal/dump"
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/procstore"
@@ -28,6 +29,11 @@ type DumpOptions struct {
 	NoPreCopy bool
 	Meta      map[string]string
 	Progress  func(int64)
+	// Container, when set, is the cgroup of a container (`ckpt run
+	// --isolate`) whose PID 1 is pid: the cgroup is frozen for the dump,
+	// everything in it is dumped with the PIDs seen inside its PID
+	// namespace, and the namespaces' state is recorded (container_linux.go).
+	Container *container.Cgroup
 }
 
 // DumpResult describes a committed dump.
@@ -89,6 +95,22 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 		meta[k] = v
 	}
 	res = &DumpResult{}
+	dopts := dump.Options{LeaveRunning: opts.LeaveRunning}
+	var ctr *containerDump
+	if opts.Container != nil {
+		// No pre-copy: the whole container is frozen at once instead.
+		opts.NoPreCopy = true
+		ctr = &containerDump{cg: opts.Container, root: pid}
+		if err := ctr.freeze(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if terr := ctr.thaw(); terr != nil {
+				err = errors.Join(err, terr)
+			}
+		}()
+		dopts.PIDNamespace, dopts.Seized = true, ctr.seized
+	}
 	var pre *dump.PreCopy
 	var preStats repo.WriteStats
 	if opts.LeaveRunning && !opts.NoPreCopy {
@@ -113,10 +135,14 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 	}
 	pw := procstore.NewPageWriter(w)
 	pw.Progress = opts.Progress
-	h, err := dump.Checkpoint(ctx, pid, dump.Options{LeaveRunning: opts.LeaveRunning, PreCopy: pre}, pw)
+	dopts.PreCopy = pre
+	h, err := dump.Checkpoint(ctx, pid, dopts, pw)
 	if err != nil {
 		w.Abort()
 		return nil, err
+	}
+	if ctr != nil {
+		h.Tree.Container = ctr.snap
 	}
 	if opts.LeaveRunning {
 		// Every page is read: the tree runs on during the commit.

@@ -22,7 +22,7 @@ const (
 func (r *restorer) rebuild(p *rproc) error {
 	img := p.img
 	in := p.in
-	mem, err := ptrace.OpenMem(img.PID)
+	mem, err := ptrace.OpenMem(p.pid)
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func (r *restorer) rebuild(p *rproc) error {
 	// Limits after the files: an fd above a lowered RLIMIT_NOFILE can be
 	// kept but not created.
 	for _, l := range img.Rlimits {
-		if err := unix.Prlimit(img.PID, l.Resource, &unix.Rlimit{Cur: l.Cur, Max: l.Max}, nil); err != nil {
+		if err := unix.Prlimit(p.pid, l.Resource, &unix.Rlimit{Cur: l.Cur, Max: l.Max}, nil); err != nil {
 			r.warn("process %d: cannot set rlimit %d to %d/%d: %v", img.PID, l.Resource, l.Cur, l.Max, err)
 		}
 	}
@@ -437,7 +437,7 @@ func (r *restorer) moveVdso(p *rproc) error {
 	if v == nil {
 		return nil
 	}
-	maps, err := readMaps(p.img.PID)
+	maps, err := readMaps(p.pid)
 	if err != nil {
 		return err
 	}
@@ -485,22 +485,23 @@ func (r *restorer) finishZombie(p *rproc) error {
 	regs.Rip = r.scratch + offSyscall
 	if st.Signaled() {
 		// Die of the same signal: kill(getpid(), sig) with it unblocked.
-		_ = unix.Prlimit(p.img.PID, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
-		if err := ptrace.SetSigmask(p.img.PID, 0); err != nil {
+		_ = unix.Prlimit(p.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
+		if err := ptrace.SetSigmask(p.pid, 0); err != nil {
 			return err
 		}
+		// kill(getpid(), sig) runs in the process: its own view of its PID.
 		regs.Rax, regs.Rdi, regs.Rsi = unix.SYS_KILL, uint64(p.img.PID), uint64(st.Signal())
-		if err := ptrace.SetRegs(p.img.PID, &regs); err != nil {
+		if err := ptrace.SetRegs(p.pid, &regs); err != nil {
 			return err
 		}
-		return ptrace.Detach(p.img.PID, 0)
+		return ptrace.Detach(p.pid, 0)
 	}
 	regs.Rax = unix.SYS_EXIT_GROUP
 	regs.Rdi = uint64(st.ExitStatus())
-	if err := ptrace.SetRegs(p.img.PID, &regs); err != nil {
+	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
 		return err
 	}
-	return ptrace.Detach(p.img.PID, 0)
+	return ptrace.Detach(p.pid, 0)
 }
 
 // release puts back every thread's registers, XSAVE state and signal mask,

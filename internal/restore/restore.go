@@ -52,6 +52,10 @@ type Options struct {
 	// it they get the substitute stdio, which, when it is a terminal, is
 	// given the saved settings and window size.
 	NewTTY bool
+	// Cgroup is the cgroup v2 directory a container image is restored
+	// into (the helper is moved there before it clones the container's
+	// PID 1). Empty: the restorer's own cgroup.
+	Cgroup string
 }
 
 // Result describes a restored tree.
@@ -111,8 +115,12 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	if err := checkCPU(tree); err != nil {
 		return nil, err
 	}
-	if err := waitPIDsFree(ctx, tree, opts.PIDWait); err != nil {
-		return nil, err
+	// A container's PIDs are recreated in a PID namespace of its own: the
+	// host's PIDs do not matter.
+	if tree.Container == nil {
+		if err := waitPIDsFree(ctx, tree, opts.PIDWait); err != nil {
+			return nil, err
+		}
 	}
 	r := &restorer{tree: tree, pr: pr, opts: opts, res: &Result{Root: tree.Root, child: !opts.Detach}, epollDone: map[int]bool{}}
 	defer r.closeFiles()

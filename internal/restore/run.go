@@ -45,6 +45,7 @@ type restorer struct {
 // rproc is a process being rebuilt.
 type rproc struct {
 	img     *image.Process
+	pid     int              // as the restorer sees it (img.PID inside a container's PID namespace)
 	in      *ptrace.Injector // leader
 	threads []*ptrace.Injector
 	mem     *ptrace.Mem
@@ -73,7 +74,7 @@ const (
 // zombie keeps a PID of the image. It runs on the tracer thread.
 func (r *restorer) abort() {
 	for _, p := range r.procs {
-		_ = unix.Kill(p.img.PID, unix.SIGKILL)
+		_ = unix.Kill(p.pid, unix.SIGKILL)
 	}
 	if r.helper != 0 {
 		_ = unix.Kill(r.helper, unix.SIGKILL)
@@ -96,7 +97,7 @@ func (r *restorer) abort() {
 		for j := len(p.threads) - 1; j >= 1; j-- {
 			reap(p.threads[j].TID)
 		}
-		reap(p.img.PID)
+		reap(p.pid)
 	}
 	if r.helper != 0 {
 		reap(r.helper)
@@ -109,6 +110,11 @@ func (r *restorer) run(ctx context.Context) error {
 	helperIn, err := r.startHelper()
 	if err != nil {
 		return err
+	}
+	if r.tree.Container != nil {
+		if err := r.enterNamespaces(helperIn); err != nil {
+			return err
+		}
 	}
 	// Create every process, parents first, each cloned from its parent
 	// while the parent is still a bare copy of the helper.
@@ -165,9 +171,9 @@ func (r *restorer) run(ctx context.Context) error {
 		}
 		if p.img.Stopped {
 			// Back into the job-control stop it was in.
-			_ = unix.Kill(p.img.PID, unix.SIGSTOP)
+			_ = unix.Kill(p.pid, unix.SIGSTOP)
 		}
-		r.res.PIDs = append(r.res.PIDs, p.img.PID)
+		r.res.PIDs = append(r.res.PIDs, p.pid)
 	}
 	sort.Ints(r.res.PIDs)
 	return nil
@@ -363,9 +369,16 @@ func (r *restorer) create(parent *ptrace.Injector, p *image.Process, isRoot bool
 		args.Flags = unix.CLONE_PARENT
 		args.ExitSignal = 0 // the helper's exit signal (SIGCHLD) is inherited
 	}
+	if isRoot && r.tree.Container != nil {
+		// PID 1 of a new PID namespace; set_tid[0] is its id there.
+		args.Flags |= unix.CLONE_NEWPID
+	}
 	pid, err := r.clone(parent, &args, p.PID)
 	if err != nil {
 		return fmt.Errorf("creating process %d: %w", p.PID, err)
+	}
+	if isRoot {
+		r.res.Root = pid
 	}
 	in, err := ptrace.NewInjector(pid, r.scratch+offSyscall)
 	if err != nil {
@@ -374,7 +387,7 @@ func (r *restorer) create(parent *ptrace.Injector, p *image.Process, isRoot bool
 	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
 		return err
 	}
-	rp := &rproc{img: p, in: in}
+	rp := &rproc{img: p, in: in, pid: pid}
 	r.procs = append(r.procs, rp)
 	r.byPID[p.PID] = rp
 	if p.SID == p.PID {
@@ -386,6 +399,11 @@ func (r *restorer) create(parent *ptrace.Injector, p *image.Process, isRoot bool
 			r.warn("process %d: session %d (its leader is not in the tree) cannot be recreated; it joins session %d", p.PID, p.SID, par.SID)
 		}
 	}
+	if isRoot && r.tree.Container != nil {
+		if err := r.mountProc(in); err != nil {
+			return err
+		}
+	}
 	for _, c := range p.Children {
 		if err := r.create(in, r.tree.Process(c), false); err != nil {
 			return err
@@ -395,7 +413,8 @@ func (r *restorer) create(parent *ptrace.Injector, p *image.Process, isRoot bool
 }
 
 // clone injects clone3 with set_tid = id into parent and waits for the new
-// task's first stop.
+// task's first stop. It returns the new task's id as the restorer sees it,
+// which is id except inside a container's PID namespace.
 func (r *restorer) clone(parent *ptrace.Injector, args *ptrace.CloneArgs, id int) (int, error) {
 	mem, err := ptrace.OpenMem(parent.TID)
 	if err != nil {
@@ -418,11 +437,20 @@ func (r *restorer) clone(parent *ptrace.Injector, args *ptrace.CloneArgs, id int
 		}
 		return 0, err
 	}
-	if int(got) != id {
-		return 0, fmt.Errorf("clone3 gave id %d, wanted %d", got, id)
+	host := int(got)
+	if n := len(parent.Forks); n > 0 {
+		host = parent.Forks[n-1] // PTRACE_GETEVENTMSG: in the tracer's PID namespace
+	}
+	if r.tree.Container == nil && host != id {
+		return 0, fmt.Errorf("clone3 gave id %d, wanted %d", host, id)
+	}
+	if r.tree.Container != nil {
+		if err := checkInnerID(host, id); err != nil {
+			return 0, err
+		}
 	}
 	for {
-		ws, err := ptrace.Wait(id)
+		ws, err := ptrace.Wait(host)
 		if err != nil {
 			return 0, err
 		}
@@ -433,5 +461,5 @@ func (r *restorer) clone(parent *ptrace.Injector, args *ptrace.CloneArgs, id int
 			return 0, fmt.Errorf("new task %d %s", id, ptrace.Stop(ws))
 		}
 	}
-	return id, nil
+	return host, nil
 }

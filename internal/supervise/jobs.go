@@ -40,6 +40,10 @@ type Job struct {
 	LastTime       time.Time `json:"last_checkpoint_time,omitempty"`
 	ExitStatus     *int      `json:"exit_status,omitempty"`
 	Message        string    `json:"message,omitempty"`
+	// Isolate: the program runs as a container (`ckpt run --isolate`) in
+	// the cgroup v2 group Cgroup.
+	Isolate bool   `json:"isolate,omitempty"`
+	Cgroup  string `json:"cgroup,omitempty"`
 
 	// Policy state (internal/policy): the program's runtime under ckpt run
 	// over all runs of the job, the moving estimate and the newest

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ckpt/ckpt/internal/container"
 	"github.com/ckpt/ckpt/internal/policy"
 	"github.com/ckpt/ckpt/internal/proccr"
 	"github.com/ckpt/ckpt/internal/repo"
@@ -41,6 +42,12 @@ type Options struct {
 	// Preempt, when set, is polled for cloud preemption notices; a notice
 	// checkpoints and stops the program (exit 143).
 	Preempt *policy.Preempt
+	// Isolate runs the program as a container: PID 1 of new PID, mount,
+	// UTS, IPC, network and time namespaces in a cgroup of its own
+	// (internal/container), checkpointed and restored whole. Hostname is
+	// its hostname (default: Name).
+	Isolate  bool
+	Hostname string
 }
 
 // ErrSupervisor wraps failures of ckpt itself (exit status 125).
@@ -67,6 +74,21 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 		return 0, fmt.Errorf("job %q is already running under ckpt run (PID %d)", o.Name, job.SupervisorPID)
 	}
 	job.Host, job.SupervisorPID = host, os.Getpid()
+	if resume && job.Isolate {
+		o.Isolate = true // the checkpoints are a container's
+	}
+	var cg *container.Cgroup
+	if o.Isolate {
+		if cg, err = container.CgroupFor(o.Name); err != nil {
+			return 0, fmt.Errorf("%w: --isolate: %v", ErrSupervisor, err)
+		}
+		if o.Hostname == "" {
+			o.Hostname = o.Name
+		}
+		job.Isolate, job.Cgroup = true, cg.Dir
+		// The group goes with the container; a later run makes it again.
+		defer cg.Remove()
+	}
 
 	// Signals first, so none is lost between start and the loop.
 	sigs := make(chan os.Signal, 8)
@@ -74,7 +96,7 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 	defer signal.Stop(sigs)
 	signal.Ignore(syscall.SIGINT) // the terminal sends it to the program too; it decides
 
-	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now()}
+	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now(), cg: cg}
 	if s.pol.Mode == policy.ModeOff && o.Every > 0 {
 		s.pol.Mode, s.pol.Every = policy.ModeFixed, o.Every
 	}
@@ -111,8 +133,9 @@ type sup struct {
 	job   *Job
 	pol   policy.Policy
 
-	runStart    time.Time     // of this run
-	baseRuntime time.Duration // of earlier runs of the job
+	runStart    time.Time         // of this run
+	baseRuntime time.Duration     // of earlier runs of the job
+	cg          *container.Cgroup // the container's group (Options.Isolate)
 }
 
 func (s *sup) save() {
@@ -131,6 +154,9 @@ func (s *sup) save() {
 }
 
 func (s *sup) start() (int, error) {
+	if s.cg != nil {
+		return s.startContainer()
+	}
 	cmd := exec.Command(s.o.Command[0], s.o.Command[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if !isTerminal(os.Stdin) {
@@ -156,10 +182,17 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	var ropts restore.Options
+	if s.cg != nil {
+		if err := s.cg.Create(5 * time.Second); err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrSupervisor, err)
+		}
+		ropts.Cgroup = s.cg.Dir
+	}
 	var lastErr error
 	for _, m := range ms {
 		t0 := time.Now()
-		res, err := proccr.Restore(ctx, s.r, m, restore.Options{}, nil)
+		res, err := proccr.Restore(ctx, s.r, m, ropts, nil)
 		if err == nil {
 			s.job.RestoreSeconds = time.Since(t0).Seconds()
 			for _, w := range res.Warnings {
@@ -181,7 +214,7 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 // checkpoint dumps the program; with stop it is killed after the commit.
 func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	t0 := time.Now()
-	res, err := proccr.Dump(ctx, s.r, pid, proccr.DumpOptions{Name: s.o.Name, LeaveRunning: !stop})
+	res, err := proccr.Dump(ctx, s.r, pid, proccr.DumpOptions{Name: s.o.Name, LeaveRunning: !stop, Container: s.cg})
 	if err != nil && res == nil {
 		return err
 	}

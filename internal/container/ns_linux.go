@@ -1,0 +1,189 @@
+package container
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/ckpt/ckpt/internal/image"
+	"golang.org/x/sys/unix"
+)
+
+// Namespaces a container gets besides its PID namespace and cgroup.
+const nsFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET
+
+// inNamespace runs fn on an OS thread that joined namespace ns ("uts",
+// "net") of process pid. The thread is never given back to the Go runtime:
+// it exits with the goroutine, so no other goroutine runs in that namespace.
+func inNamespace(pid int, ns string, flag int, fn func() error) error {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+	if err != nil {
+		return fmt.Errorf("opening the %s namespace of process %d: %w", ns, pid, err)
+	}
+	defer f.Close()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with us
+		if err := unix.Setns(int(f.Fd()), flag); err != nil {
+			done <- fmt.Errorf("joining the %s namespace of process %d: %w", ns, pid, err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
+}
+
+// Snapshot reads the namespaces' state of the container whose PID 1 is
+// host process pid. Call it while the container is frozen, so the clocks
+// recorded are those of the freeze.
+func Snapshot(pid int) (*image.Container, error) {
+	c := &image.Container{}
+	err := inNamespace(pid, "uts", unix.CLONE_NEWUTS, func() error {
+		var u unix.Utsname
+		if err := unix.Uname(&u); err != nil {
+			return err
+		}
+		c.Hostname = unix.ByteSliceToString(u.Nodename[:])
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	mono, boot, err := TimeOffsets(pid)
+	if err != nil {
+		return nil, err
+	}
+	c.Monotonic = clockNow(unix.CLOCK_MONOTONIC) + mono
+	c.Boottime = clockNow(unix.CLOCK_BOOTTIME) + boot
+	err = inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
+		ifs, err := net.Interfaces()
+		if err != nil {
+			return fmt.Errorf("listing interfaces: %w", err)
+		}
+		for _, i := range ifs {
+			n := image.NetIf{Name: i.Name, Up: i.Flags&net.FlagUp != 0}
+			if i.Flags&net.FlagLoopback == 0 {
+				return fmt.Errorf("interface %s: only the loopback is restored in a container's network namespace: %w", i.Name, errors.ErrUnsupported)
+			}
+			c.Net = append(c.Net, n)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("container network namespace: %w", err)
+	}
+	return c, nil
+}
+
+func clockNow(id int32) int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(id, &ts)
+	return ts.Nano()
+}
+
+// TimeOffsets returns the CLOCK_MONOTONIC and CLOCK_BOOTTIME offsets (ns)
+// of process pid's time namespace.
+func TimeOffsets(pid int) (mono, boot int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timens_offsets", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the time namespace offsets of process %d: %w", pid, err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 3 {
+			continue
+		}
+		sec, err1 := strconv.ParseInt(f[1], 10, 64)
+		nsec, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, fmt.Errorf("process %d: bad timens_offsets line %q", pid, sc.Text())
+		}
+		v := sec*1e9 + nsec
+		switch f[0] {
+		case "monotonic", "1":
+			mono = v
+		case "boottime", "7":
+			boot = v
+		}
+	}
+	return mono, boot, nil
+}
+
+// SetClocks gives the time namespace that process pid created for its
+// children (unshare(CLONE_NEWTIME), before any child entered it) the
+// offsets that make its CLOCK_MONOTONIC and CLOCK_BOOTTIME read mono and
+// boot (ns) now.
+func SetClocks(pid int, mono, boot int64) error {
+	m := mono - clockNow(unix.CLOCK_MONOTONIC)
+	b := boot - clockNow(unix.CLOCK_BOOTTIME)
+	split := func(v int64) (int64, int64) {
+		s, ns := v/1e9, v%1e9
+		if ns < 0 {
+			s, ns = s-1, ns+1e9
+		}
+		return s, ns
+	}
+	ms, mns := split(m)
+	bs, bns := split(b)
+	s := fmt.Sprintf("monotonic %d %d\nboottime %d %d\n", ms, mns, bs, bns)
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/timens_offsets", pid), []byte(s), 0); err != nil {
+		return fmt.Errorf("setting time namespace offsets (%q): %w", strings.TrimSpace(s), err)
+	}
+	return nil
+}
+
+// SetHostname sets the hostname in the UTS namespace of process pid.
+func SetHostname(pid int, name string) error {
+	return inNamespace(pid, "uts", unix.CLONE_NEWUTS, func() error {
+		if err := unix.Sethostname([]byte(name)); err != nil {
+			return fmt.Errorf("setting hostname %q: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// SetupNet recreates the interfaces of nifs in the network namespace of
+// process pid (a fresh one: only the loopback, down).
+func SetupNet(pid int, nifs []image.NetIf) error {
+	return inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
+		for _, n := range nifs {
+			if n.Name != "lo" {
+				return fmt.Errorf("interface %s: only the loopback is restored: %w", n.Name, errors.ErrUnsupported)
+			}
+			if n.Up {
+				if err := linkUp("lo"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// linkUp sets IFF_UP on an interface of the calling thread's namespace.
+func linkUp(name string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("interface %s: %w", name, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bringing %s up: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package dump
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/procfs"
+)
+
+// A container's processes are dumped like any tree (ptrace, /proc, injected
+// system calls, all with the PIDs the dumper sees), and the image is then
+// rewritten to the PIDs seen inside the container's PID namespace, which
+// are the ones a restore recreates there.
+
+// checkContainerRoot accepts only PID 1 of a PID namespace below ours.
+func checkContainerRoot(pid int) error {
+	ids, err := nsPIDs(pid, pid)
+	if err != nil {
+		return err
+	}
+	if len(ids) < 2 || ids[len(ids)-1] != 1 {
+		return fmt.Errorf("process %d is not PID 1 of its own PID namespace (NSpid %v): %w", pid, ids, ErrUnsupported)
+	}
+	return nil
+}
+
+// nsPIDs returns the NSpid line of task tid of process pid: its id in
+// every PID namespace from ours inwards.
+func nsPIDs(pid, tid int) ([]int, error) {
+	b, err := procfs.Read(pid, fmt.Sprintf("task/%d/status", tid))
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", tid, err)
+	}
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		rest, ok := bytes.CutPrefix(l, []byte("NSpid:"))
+		if !ok {
+			continue
+		}
+		var ids []int
+		for _, f := range strings.Fields(string(rest)) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				return nil, fmt.Errorf("task %d: bad NSpid %q", tid, rest)
+			}
+			ids = append(ids, n)
+		}
+		return ids, nil
+	}
+	return nil, fmt.Errorf("task %d: no NSpid in status", tid)
+}
+
+// afterSeize runs Options.Seized and, for a container, maps every task to
+// its PID inside the namespace and makes pw receive pages under those.
+func (h *Handle) afterSeize(inner *map[int]int, pw *image.PageWriter) error {
+	if h.opts.Seized != nil {
+		pids := make([]int, len(h.procs))
+		for i, p := range h.procs {
+			pids[i] = p.pid
+		}
+		if err := h.opts.Seized(pids); err != nil {
+			return err
+		}
+	}
+	if !h.opts.PIDNamespace {
+		return nil
+	}
+	m := map[int]int{}
+	depth := 0
+	for _, p := range h.procs {
+		tids := []int{p.pid}
+		for _, t := range p.threads {
+			if t.tid != p.pid {
+				tids = append(tids, t.tid)
+			}
+		}
+		for _, tid := range tids {
+			ids, err := nsPIDs(p.pid, tid)
+			if err != nil {
+				return err
+			}
+			if depth == 0 {
+				depth = len(ids)
+			}
+			if len(ids) != depth {
+				return fmt.Errorf("task %d is in another PID namespace than the container's root (NSpid %v): %w", tid, ids, ErrUnsupported)
+			}
+			m[tid] = ids[len(ids)-1]
+		}
+	}
+	*inner = m
+	*pw = innerPageWriter{pw: *pw, m: m}
+	return nil
+}
+
+type innerPageWriter struct {
+	pw image.PageWriter
+	m  map[int]int
+}
+
+func (w innerPageWriter) WritePages(pid int, addr uint64, b []byte) error {
+	return w.pw.WritePages(w.m[pid], addr, b)
+}
+
+// translatePIDs rewrites tree from the dumper's PIDs to the namespace's.
+// The root's parent is outside the namespace: its PPID becomes 0.
+func translatePIDs(t *image.Tree, m map[int]int) error {
+	in := func(id int, what string) (int, error) {
+		if v, ok := m[id]; ok {
+			return v, nil
+		}
+		return 0, fmt.Errorf("%s %d is outside the container: %w", what, id, ErrUnsupported)
+	}
+	var err error
+	if t.Root, err = in(t.Root, "root"); err != nil {
+		return err
+	}
+	for i, p := range t.Processes {
+		host := p.PID
+		if p.PID, err = in(p.PID, "process"); err != nil {
+			return err
+		}
+		if i == 0 {
+			p.PPID = 0
+		} else if p.PPID, err = in(p.PPID, fmt.Sprintf("process %d: parent", host)); err != nil {
+			return err
+		}
+		if p.PGID, err = in(p.PGID, fmt.Sprintf("process %d: process group", host)); err != nil {
+			return err
+		}
+		if p.SID, err = in(p.SID, fmt.Sprintf("process %d: session", host)); err != nil {
+			return err
+		}
+		for j, c := range p.Children {
+			if p.Children[j], err = in(c, "child"); err != nil {
+				return err
+			}
+		}
+		for _, th := range p.Threads {
+			if th.TID, err = in(th.TID, "thread"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

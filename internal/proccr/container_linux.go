@@ -1,0 +1,63 @@
+package proccr
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/container"
+	"github.com/ckpt/ckpt/internal/dump"
+	"github.com/ckpt/ckpt/internal/image"
+)
+
+// FreezeTimeout bounds the wait for a container's cgroup to freeze.
+var FreezeTimeout = 10 * time.Second
+
+// containerDump freezes a container's cgroup around the seizing of its
+// tasks: frozen tasks cannot fork or exit, so the tree walk from PID 1
+// sees every process, and nothing escapes between two seizes. Once every
+// task is in a ptrace stop the cgroup is thawed (the stops hold them), as
+// injected system calls could not run in frozen tasks.
+type containerDump struct {
+	cg     *container.Cgroup
+	root   int
+	frozen bool
+	snap   *image.Container
+}
+
+func (c *containerDump) freeze() error {
+	if err := c.cg.Freeze(FreezeTimeout); err != nil {
+		return err
+	}
+	c.frozen = true
+	return nil
+}
+
+func (c *containerDump) thaw() error {
+	if !c.frozen {
+		return nil
+	}
+	c.frozen = false
+	return c.cg.Thaw()
+}
+
+// seized checks that the tree is the whole cgroup, records the
+// namespaces' state while everything is still frozen, and thaws.
+func (c *containerDump) seized(pids []int) error {
+	in := map[int]bool{}
+	for _, p := range pids {
+		in[p] = true
+	}
+	procs, err := c.cg.Procs()
+	if err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if !in[p] {
+			return fmt.Errorf("process %d is in the container's cgroup %s but does not descend from its PID 1 (%d): %w", p, c.cg.Dir, c.root, dump.ErrUnsupported)
+		}
+	}
+	if c.snap, err = container.Snapshot(c.root); err != nil {
+		return err
+	}
+	return c.thaw()
+}
