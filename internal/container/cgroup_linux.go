@@ -137,7 +137,7 @@ func (c *Cgroup) Procs() ([]int, error) {
 
 // Add moves process pid into the group.
 func (c *Cgroup) Add(pid int) error {
-	if err := os.WriteFile(filepath.Join(c.Dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+	if err := writeCtl(filepath.Join(c.Dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
 		return fmt.Errorf("moving process %d into cgroup %s: %w", pid, c.Dir, err)
 	}
 	return nil
@@ -145,7 +145,7 @@ func (c *Cgroup) Add(pid int) error {
 
 // Kill kills every process of the group (cgroup.kill, Linux 5.14).
 func (c *Cgroup) Kill() error {
-	if err := os.WriteFile(filepath.Join(c.Dir, "cgroup.kill"), []byte("1"), 0); err != nil {
+	if err := writeCtl(filepath.Join(c.Dir, "cgroup.kill"), "1"); err != nil {
 		return fmt.Errorf("killing cgroup %s: %w", c.Dir, err)
 	}
 	return nil
@@ -168,7 +168,7 @@ func (c *Cgroup) setFrozen(on bool, timeout time.Duration) error {
 	if on {
 		val = "1"
 	}
-	if err := os.WriteFile(ctl, []byte(val), 0); err != nil {
+	if err := writeCtl(ctl, val); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("cgroup %s cannot be frozen: it has no cgroup.freeze (not a non-root cgroup v2 group)", c.Dir)
 		}
@@ -193,7 +193,7 @@ func (c *Cgroup) setFrozen(on bool, timeout time.Duration) error {
 		left := time.Until(deadline)
 		if left <= 0 {
 			if on {
-				_ = os.WriteFile(ctl, []byte("0"), 0)
+				_ = writeCtl(ctl, "0")
 				return fmt.Errorf("cgroup %s did not freeze within %v (a task stuck in the kernel?)", c.Dir, timeout)
 			}
 			return fmt.Errorf("cgroup %s did not thaw within %v", c.Dir, timeout)
@@ -212,4 +212,17 @@ func frozenState(events []byte) bool {
 		}
 	}
 	return false
+}
+
+// writeCtl writes a control file that must exist (never creates one).
+func writeCtl(path, val string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(val)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
