@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -74,13 +75,18 @@ func TestFreezeThaw(t *testing.T) {
 	defer cg.Remove()
 	out := filepath.Join(t.TempDir(), "count")
 	cmd := exec.Command("/bin/sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > `+out+`.tmp; mv `+out+`.tmp `+out+`; done`)
+	// Born in the group: no child forked before a move could run on
+	// outside it.
+	fd, err := cg.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cg.Kill(); cmd.Wait() }()
-	if err := cg.Add(cmd.Process.Pid); err != nil {
-		t.Fatal(err)
-	}
 	read := func() string { b, _ := os.ReadFile(out); return string(b) }
 	deadline := time.Now().Add(10 * time.Second)
 	for read() == "" && time.Now().Before(deadline) {
