@@ -100,6 +100,16 @@ type Backend interface {
 	Close() error
 }
 
+// BufLoader is implemented by backends that can load a blob into a buffer
+// the caller reuses (the local one): a restore reads a gigabyte of chunks,
+// and a fresh buffer per chunk costs an allocation, zeroing and garbage for
+// every megabyte.
+type BufLoader interface {
+	// LoadBuf is Load, reading the blob into buf[:0] and returning it,
+	// grown (newly allocated) when cap(buf) is too small.
+	LoadBuf(ctx context.Context, h Handle, buf []byte) ([]byte, error)
+}
+
 // Unlocker releases a lock taken by Backend.Lock.
 type Unlocker interface {
 	Unlock() error

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -284,6 +285,36 @@ func (l *Local) Load(ctx context.Context, h Handle) ([]byte, error) {
 		return nil, fmt.Errorf("loading %s: %w", h, err)
 	}
 	return b, nil
+}
+
+// LoadBuf implements BufLoader.
+func (l *Local) LoadBuf(ctx context.Context, h Handle, buf []byte) ([]byte, error) {
+	p, err := l.path(h)
+	if err != nil {
+		return nil, err
+	}
+	f, err := l.fs.Open(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, NotExist(l.Location(), h)
+		}
+		return nil, fmt.Errorf("loading %s: %w", h, err)
+	}
+	defer f.Close()
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("loading %s: %w", h, err)
+		}
+	}
 }
 
 func (l *Local) Stat(ctx context.Context, h Handle) (Info, error) {

@@ -245,3 +245,30 @@ func (p *PageReader) PageSegments(pid int, addr, n uint64, fn func(addr uint64, 
 		return nil
 	})
 }
+
+// ParallelPageSegments calls fn with all the saved memory of pid, one
+// piece per extent, from up to workers goroutines at once and in no
+// particular order; b is valid only until fn returns. Each chunk is read
+// and verified by the worker that then hands out its pages, so a restore
+// reads, checks and writes memory on every CPU.
+func (p *PageReader) ParallelPageSegments(pid, workers int, fn func(addr uint64, b []byte) error) error {
+	if p.m.Object(MemObject(pid)) == nil {
+		return nil
+	}
+	or, err := p.reader(pid)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	return or.ParallelSegments(p.ctx, workers, func(a uint64, b []byte) error {
+		if err := fn(a, b); err != nil {
+			return err
+		}
+		if p.Progress != nil {
+			mu.Lock() // Progress need not be safe for concurrent use
+			p.Progress(int64(len(b)))
+			mu.Unlock()
+		}
+		return nil
+	})
+}

@@ -62,6 +62,10 @@ func TestDamageIsNamed(t *testing.T) {
 				if _, err := or.ReadAll(ctx); !errors.As(err, &ce) || ce.Object != "grid" {
 					t.Fatalf("read: %v", err)
 				}
+				err = or.ParallelSegments(ctx, 3, func(uint64, []byte) error { return nil })
+				if !errors.As(err, &ce) || ce.Object != "grid" || ce.Chunk != victim {
+					t.Fatalf("parallel segments: %v", err)
+				}
 				// The other object is intact.
 				if got := readObj(t, r2, m2, "other"); !bytes.Equal(got, randBytes(10, 10)) {
 					t.Fatal("intact object damaged")

@@ -249,6 +249,13 @@ var errChunkFormat = errors.New("not a chunk")
 // plain bytes are re-hashed: a chunk whose content does not match its address
 // is an error.
 func (r *Repository) decodeChunk(id ID, blob []byte) ([]byte, Codec, error) {
+	return r.decodeChunkInto(id, blob, nil)
+}
+
+// decodeChunkInto is decodeChunk decompressing into dst when it has room
+// (a reader's reused buffer); plain bytes stored uncompressed are returned
+// as a slice of blob.
+func (r *Repository) decodeChunkInto(id ID, blob, dst []byte) ([]byte, Codec, error) {
 	if len(blob) < chunkHeaderLen || string(blob[:4]) != chunkMagic {
 		return nil, 0, errChunkFormat
 	}
@@ -289,13 +296,19 @@ func (r *Repository) decodeChunk(id ID, blob []byte) ([]byte, Codec, error) {
 		if err != nil || n != plainLen {
 			return nil, codec, fmt.Errorf("s2 payload: decoded length %d, header says %d (%v)", n, plainLen, err)
 		}
-		if plain, err = s2.Decode(make([]byte, n), payload); err != nil {
+		if cap(dst) < n {
+			dst = make([]byte, n)
+		}
+		if plain, err = s2.Decode(dst[:n], payload); err != nil {
 			return nil, codec, fmt.Errorf("s2 payload: %w", err)
 		}
 	case CodecZstd:
 		_, dec := zstdCodecs()
 		var err error
-		if plain, err = dec.DecodeAll(payload, make([]byte, 0, plainLen)); err != nil {
+		if cap(dst) < plainLen {
+			dst = make([]byte, 0, plainLen)
+		}
+		if plain, err = dec.DecodeAll(payload, dst[:0]); err != nil {
 			return nil, codec, fmt.Errorf("zstd payload: %w", err)
 		}
 	default:

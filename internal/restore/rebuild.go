@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/ptrace"
@@ -365,6 +366,13 @@ type pageSegmenter interface {
 	PageSegments(pid int, addr, n uint64, fn func(addr uint64, b []byte) error) error
 }
 
+// parallelSegmenter is a PageReader that hands out saved memory from
+// several goroutines at once, each piece valid during the call (procstore's
+// does).
+type parallelSegmenter interface {
+	ParallelPageSegments(pid, workers int, fn func(addr uint64, b []byte) error) error
+}
+
 // writeBatch bounds the bytes gathered for one vectored write.
 const writeBatch = 8 << 20
 
@@ -372,6 +380,13 @@ func (r *restorer) writePages(p *rproc) error {
 	ranges, err := r.pr.Ranges(p.img.PID)
 	if err != nil {
 		return err
+	}
+	if ps, ok := r.pr.(parallelSegmenter); ok {
+		// process_vm_writev needs no tracer: the workers write the pages
+		// of the chunk each has just read and verified.
+		return ps.ParallelPageSegments(p.img.PID, runtime.GOMAXPROCS(0), func(addr uint64, b []byte) error {
+			return p.mem.WriteV(addr, [][]byte{b})
+		})
 	}
 	if ps, ok := r.pr.(pageSegmenter); ok {
 		return writeSegments(ps, p.img.PID, ranges, p.mem)
