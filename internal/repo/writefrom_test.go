@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 )
@@ -106,4 +107,77 @@ func TestWriteFrom(t *testing.T) {
 	if _, err := w.Commit(ctx); err == nil {
 		t.Fatal("commit after a failed fill succeeded")
 	}
+}
+
+// TestWriteFromParallel: with a parent, a WriteFrom longer than pieceSpan
+// is read and hashed in pieces by several goroutines (pieces ending at
+// pieceSpan multiples, the range starting off one), then compared in
+// order: the child reads back exactly, only the changed blocks are new,
+// and a failing fill is returned.
+func TestWriteFromParallel(t *testing.T) {
+	ctx := context.Background()
+	r := newMemRepo(t, nil)
+	const pages = 3*pieceSpan/BlockSize + 77
+	const base = 5*pieceSpan - 13*BlockSize
+	data := randBytes(6, pages*BlockSize)
+	fill := func(off uint64, b []byte) error {
+		if off < base || off+uint64(len(b)) > base+uint64(len(data)) {
+			return fmt.Errorf("fill %#x+%d outside the range", off, len(b))
+		}
+		copy(b, data[off-base:])
+		return nil
+	}
+	w, _ := r.NewWriter(ctx, WriterOptions{Name: "wf", Kind: KindProcess})
+	ow, _ := w.Create("mem", "memory", nil)
+	if err := ow.WriteAt(data, base); err != nil {
+		t.Fatal(err)
+	}
+	m1, err := w.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := []int{0, 12, 13, 14, 600, pages / 2, pages - 1}
+	for _, p := range changed {
+		data[p*BlockSize+100] ^= 0x77
+	}
+	w, _ = r.NewWriter(ctx, WriterOptions{Name: "wf", Kind: KindProcess, Parent: m1})
+	ow, _ = w.Create("mem", "memory", nil)
+	if err := ow.WriteFrom(base, len(data), fill); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := w.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.ReusedBytes != int64(pages-len(changed))*BlockSize {
+		t.Errorf("reused %d bytes, want %d", st.ReusedBytes, (pages-len(changed))*BlockSize)
+	}
+	if got := readObj(t, r, m2, "mem"); !bytes.Equal(got[base:], data) {
+		t.Fatal("incremental object differs")
+	}
+	// The child's block table serves the next one: nothing changed.
+	w, _ = r.NewWriter(ctx, WriterOptions{Name: "wf", Kind: KindProcess, Parent: m2})
+	ow, _ = w.Create("mem", "memory", nil)
+	if err := ow.WriteFrom(base, len(data), fill); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.ReusedBytes != int64(pages)*BlockSize {
+		t.Errorf("unchanged: reused %d bytes of %d", st.ReusedBytes, pages*BlockSize)
+	}
+	boom := errors.New("boom")
+	w, _ = r.NewWriter(ctx, WriterOptions{Name: "wf", Kind: KindProcess, Parent: m2})
+	ow, _ = w.Create("mem", "memory", nil)
+	err = ow.WriteFrom(base, len(data), func(off uint64, b []byte) error {
+		if off >= base+pieceSpan {
+			return boom
+		}
+		return fill(off, b)
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("failing fill: %v", err)
+	}
+	w.Abort()
 }

@@ -344,11 +344,12 @@ type ObjectWriter struct {
 	// Bytes written by WriteFrom are filled and block-hashed by the
 	// workers: their records in blocks hold a zero hash until Close copies
 	// the sums in.
-	fills   []fillReq      // unfilled parts of the chunk being filled
-	runs    []hashRun      // unhashed runs of the chunk being filled
-	pending []*chunkWork   // submitted, sums to be copied into blocks
-	working sync.WaitGroup // jobs of pending not done yet
-	scratch []byte         // WriteFrom's buffer where it cannot defer
+	fills    []fillReq      // unfilled parts of the chunk being filled
+	runs     []hashRun      // unhashed runs of the chunk being filled
+	pending  []*chunkWork   // submitted, sums to be copied into blocks
+	working  sync.WaitGroup // jobs of pending not done yet
+	scratch  []byte         // WriteFrom's buffer where it cannot defer
+	pscratch []parScratch   // writeFromParallel's buffers, one per CPU
 }
 
 type blockRec struct{ off, hash uint64 }
@@ -391,6 +392,12 @@ func (ow *ObjectWriter) Write(p []byte) (int, error) {
 // the previous write. Incremental detection works on BlockSize blocks at
 // offsets that are multiples of BlockSize.
 func (ow *ObjectWriter) WriteAt(p []byte, off uint64) error {
+	return ow.writeAt(p, off, nil)
+}
+
+// writeAt is WriteAt; sums, when not nil, holds the block hashes of p
+// (off and len(p) block-aligned), computed by the caller.
+func (ow *ObjectWriter) writeAt(p []byte, off uint64, sums []uint64) error {
 	if ow.closed {
 		return fmt.Errorf("object %q: write after close", ow.obj.Name)
 	}
@@ -410,7 +417,11 @@ func (ow *ObjectWriter) WriteAt(p []byte, off uint64) error {
 		var h uint64
 		aligned := off%BlockSize == 0
 		if aligned && ow.hashBlocks {
-			h = xxh3.Hash(blk)
+			if sums != nil {
+				h, sums = sums[0], sums[1:]
+			} else {
+				h = xxh3.Hash(blk)
+			}
 			ow.blocks = binary.LittleEndian.AppendUint64(ow.blocks, off)
 			ow.blocks = binary.LittleEndian.AppendUint64(ow.blocks, h)
 		}
@@ -597,6 +608,9 @@ func (ow *ObjectWriter) WriteFrom(off uint64, n int, fill func(off uint64, b []b
 		return fmt.Errorf("object %q: negative write length %d", ow.obj.Name, n)
 	}
 	cs := ow.w.r.cfg.ChunkSize
+	if ow.parent != nil && ow.hashBlocks && off%BlockSize == 0 && n%BlockSize == 0 && n > pieceSpan {
+		return ow.writeFromParallel(off, n, fill)
+	}
 	if ow.parent != nil || off%BlockSize != 0 || n%BlockSize != 0 {
 		if ow.scratch == nil {
 			ow.scratch = make([]byte, cs)
@@ -660,6 +674,75 @@ func (ow *ObjectWriter) WriteFrom(off uint64, n int, fill func(off uint64, b []b
 		}
 	}
 	return nil
+}
+
+// writeFromParallel is WriteFrom with a parent to compare with: pieces of
+// the range are read and their blocks hashed by one goroutine per CPU,
+// then compared with the parent's block table in order, so that an
+// incremental dump of a process that changed little (which is all reading
+// and hashing) runs on every CPU, as a first dump does.
+func (ow *ObjectWriter) writeFromParallel(off uint64, n int, fill func(off uint64, b []byte) error) error {
+	par := min(runtime.GOMAXPROCS(0), (n+pieceSpan-1)/pieceSpan+1)
+	for len(ow.pscratch) < par {
+		ow.pscratch = append(ow.pscratch, parScratch{buf: make([]byte, pieceSpan), sums: make([]uint64, pieceSpan/BlockSize)})
+	}
+	errs := make([]error, par)
+	end := off + uint64(n)
+	for off < end {
+		// Pieces end at multiples of pieceSpan: two goroutines reading
+		// memory mapped by one page-table page contend for its lock on
+		// every page (process_vm_readv pins page by page).
+		pieces := 0
+		for a := off; a < end && pieces < par; pieces++ {
+			b := min(end, (a/pieceSpan+1)*pieceSpan)
+			ps := &ow.pscratch[pieces]
+			ps.off, ps.b = a, ps.buf[:b-a]
+			a = b
+		}
+		var wg sync.WaitGroup
+		for i := 0; i < pieces; i++ {
+			ps := &ow.pscratch[i]
+			work := func() {
+				if errs[i] = fill(ps.off, ps.b); errs[i] != nil {
+					return
+				}
+				for j := range len(ps.b) / BlockSize {
+					ps.sums[j] = xxh3.Hash(ps.b[j*BlockSize : (j+1)*BlockSize])
+				}
+			}
+			if i == pieces-1 {
+				work() // this goroutine takes the last piece
+				continue
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); work() }()
+		}
+		wg.Wait()
+		for i := 0; i < pieces; i++ {
+			if errs[i] != nil {
+				return errs[i]
+			}
+		}
+		for i := 0; i < pieces; i++ {
+			ps := &ow.pscratch[i]
+			if err := ow.writeAt(ps.b, ps.off, ps.sums[:len(ps.b)/BlockSize]); err != nil {
+				return err
+			}
+			off = ps.off + uint64(len(ps.b))
+		}
+	}
+	return nil
+}
+
+// pieceSpan is the most writeFromParallel reads at once per goroutine: the
+// memory one x86-64 page-table page maps.
+const pieceSpan = 2 << 20
+
+// parScratch is one piece's buffer and block hashes in writeFromParallel.
+type parScratch struct {
+	buf, b []byte
+	off    uint64
+	sums   []uint64
 }
 
 // WaitFills returns once every fill that WriteFrom deferred has been
@@ -733,6 +816,7 @@ func (ow *ObjectWriter) Close() error {
 		ow.pending = nil
 	}
 	ow.scratch = nil
+	ow.pscratch = nil
 	ow.obj.Size = ow.end
 	if ow.hashBlocks && len(ow.blocks) > 0 {
 		tab := &ObjectWriter{w: ow.w, pslotCache: map[uint32]uint32{}}
