@@ -168,6 +168,9 @@ func runAgent(ctx context.Context, g *globalOptions, cfg *agent.Config, verbose 
 	if err != nil {
 		return err
 	}
+	if rcv := migrationReceiver(g, cfg.Node, log); rcv != nil {
+		srv.SetMigrationReceiver(rcv)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

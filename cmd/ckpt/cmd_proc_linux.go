@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/dump"
 	"github.com/ckpt/ckpt/internal/proccr"
@@ -29,6 +30,8 @@ func procExitCode(err error) error {
 
 func newDumpCommand(g *globalOptions) *cobra.Command {
 	var o proccr.DumpOptions
+	var stream, noAck bool
+	var ackTimeout time.Duration
 	c := &cobra.Command{
 		Use:   "dump PID",
 		Short: "Checkpoint a running process tree",
@@ -53,6 +56,9 @@ the process, fd and kind.`,
 			pid, err := strconv.Atoi(args[0])
 			if err != nil || pid <= 0 {
 				return usageError("dump: %q is not a PID", args[0])
+			}
+			if stream {
+				return dumpStream(ctx, g, pid, o.NoPreCopy, noAck, ackTimeout)
 			}
 			r, err := g.openRepo(ctx, true)
 			if err != nil {
@@ -84,7 +90,10 @@ the process, fd and kind.`,
 	c.Flags().StringVar(&o.Name, "name", "", "checkpoint name (default: the process's command name)")
 	c.Flags().BoolVar(&o.LeaveRunning, "leave-running", false, "let the tree run on after the dump instead of killing it")
 	c.Flags().BoolVar(&o.Full, "full", false, "store every page, not only those changed since the previous checkpoint")
-	c.Flags().BoolVar(&o.NoPreCopy, "no-pre-copy", false, "with --leave-running: do not copy memory while the tree runs first")
+	c.Flags().BoolVar(&o.NoPreCopy, "no-pre-copy", false, "with --leave-running or --stream: do not copy memory while the tree runs first")
+	c.Flags().BoolVar(&stream, "stream", false, "write a migration stream to stdout instead of a checkpoint (docs/MIGRATE.md); the process is killed once 'ckpt restore --stream' confirms on stdin")
+	c.Flags().BoolVar(&noAck, "no-ack", false, "with --stream: wait for no confirmation and leave the process running (a copy, not a move)")
+	c.Flags().DurationVar(&ackTimeout, "ack-timeout", 2*time.Minute, "with --stream: how long to wait, frozen, for the confirmation")
 	return c
 }
 
@@ -115,7 +124,7 @@ func restoreNewest(ctx context.Context, g *globalOptions, r *repo.Repository, re
 }
 
 func newRestoreCommand(g *globalOptions) *cobra.Command {
-	var detach bool
+	var detach, stream bool
 	var inherit []string
 	var stdio [3]string
 	c := &cobra.Command{
@@ -144,14 +153,14 @@ dump are refused.`,
 		Example: `  ckpt restore sim
   ckpt restore --detach 3fa9c2d1
   ckpt restore --inherit-fd 'pipe:[81234]=3' sim 3</some/fifo`,
-		Args: exactArgs(1, "one checkpoint reference"),
+		Args: func(c *cobra.Command, args []string) error {
+			if stream {
+				return exactArgs(0, "no checkpoint reference with --stream (the stream comes on stdin)")(c, args)
+			}
+			return exactArgs(1, "one checkpoint reference")(c, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := g.openRepo(ctx, false)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
 			opts := restore.Options{Detach: detach, InheritFDs: map[string]*os.File{}}
 			for i, p := range stdio {
 				if p == "" {
@@ -189,7 +198,23 @@ dump are refused.`,
 				signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 				defer signal.Stop(sigs)
 			}
-			res, m, err := restoreNewest(context.WithoutCancel(ctx), g, r, args[0], opts)
+			var res *restore.Result
+			ref := "the stream"
+			var err error
+			if stream {
+				res, err = restoreStream(context.WithoutCancel(ctx), g, opts)
+			} else {
+				r, oerr := g.openRepo(ctx, false)
+				if oerr != nil {
+					return oerr
+				}
+				defer r.Close()
+				var m *repo.Manifest
+				res, m, err = restoreNewest(context.WithoutCancel(ctx), g, r, args[0], opts)
+				if m != nil {
+					ref = m.Ref()
+				}
+			}
 			if err != nil {
 				if !detach {
 					return withCode(exitFailedRestore(err), err)
@@ -200,10 +225,12 @@ dump are refused.`,
 				g.warnf("%s", w)
 			}
 			if detach {
-				fmt.Fprintln(g.stdout, res.Root)
+				if !stream { // restoreStream printed it
+					fmt.Fprintln(g.stdout, res.Root)
+				}
 				return nil
 			}
-			fmt.Fprintf(g.stderr, "restored %s: %d process(es), root PID %d\n", m.Ref(), len(res.PIDs), res.Root)
+			fmt.Fprintf(g.stderr, "restored %s: %d process(es), root PID %d\n", ref, len(res.PIDs), res.Root)
 			done := make(chan struct{})
 			go func() {
 				for {
@@ -224,6 +251,7 @@ dump are refused.`,
 		},
 	}
 	c.Flags().BoolVar(&detach, "detach", false, "print the restored root's PID and return instead of waiting for it")
+	c.Flags().BoolVar(&stream, "stream", false, "restore from a migration stream on stdin ('ckpt dump --stream'); print the root PID on stdout once restored")
 	c.Flags().StringArrayVar(&inherit, "inherit-fd", nil, "give an outside fd to the tree: PATH=FD (repeatable)")
 	c.Flags().StringVar(&stdio[0], "stdin", "", "file for stdin that led outside the tree (default: restore's own)")
 	c.Flags().StringVar(&stdio[1], "stdout", "", "file (appended) for stdout that led outside the tree (default: restore's own)")

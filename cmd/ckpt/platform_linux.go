@@ -24,7 +24,7 @@ import (
 
 // addPlatformCommands adds the process commands, which need Linux.
 func addPlatformCommands(root *cobra.Command, g *globalOptions) {
-	root.AddCommand(newDumpCommand(g), newRestoreCommand(g), newRunCommand(g), newPsCommand(g), newCheckCommand(g))
+	root.AddCommand(newDumpCommand(g), newRestoreCommand(g), newRunCommand(g), newPsCommand(g), newCheckCommand(g), newMigrateCommand(g))
 }
 
 // inspectKind prints the process view of a process checkpoint.

@@ -4,6 +4,9 @@ package main
 
 import (
 	"context"
+	"log/slog"
+
+	"github.com/ckpt/ckpt/internal/agent"
 
 	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/spf13/cobra"
@@ -21,4 +24,8 @@ func demoProcess(ctx context.Context, g *globalOptions, r *repo.Repository, name
 
 func kindJSON(ctx context.Context, r *repo.Repository, m *repo.Manifest) (any, error) {
 	return nil, nil
+}
+
+func migrationReceiver(g *globalOptions, node string, log *slog.Logger) agent.MigrationReceiver {
+	return nil
 }

@@ -35,6 +35,9 @@ type Server struct {
 	flush   *flusher
 	mux     *http.ServeMux
 
+	migrate   MigrationReceiver // migrate.go
+	migrating sync.Mutex
+
 	// LockTTL is how long a lock lease lives without a refresh.
 	LockTTL time.Duration
 }
@@ -188,6 +191,7 @@ func (s *Server) routes() {
 	g("GET /status", s.groupStatus)
 	g("POST /flush/wait", s.flushWait)
 	g("POST /gc", s.gcHandler)
+	g("POST /migrate", s.migrateHandler)
 	s.mux = m
 }
 

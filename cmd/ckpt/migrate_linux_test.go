@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/proctest"
+)
+
+// The migration tests run two network namespaces joined by a veth pair,
+// each with its own agent. One machine has one PID space, so the
+// destination agent runs in its own PID namespace as well (unshare --pid
+// --fork --mount-proc): the migrated process gets its original PID there
+// while the source, frozen until the destination confirms, still holds
+// that PID here. Between machines no PID namespace is needed.
+
+const (
+	migIPA  = "10.77.0.1"
+	migIPB  = "10.77.0.2"
+	migTok  = "migration-test-token-0123456789"
+	migPort = "7411"
+)
+
+type migEnv struct {
+	t        *testing.T
+	dir      string
+	nsA, nsB string
+	tokFile  string
+	agentA   *exec.Cmd
+	agentB   *exec.Cmd // unshare --kill-child: killing it kills the agent's PID namespace
+	logB     *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func requireMigrationTools(t *testing.T) {
+	t.Helper()
+	requireRoot(t)
+	for _, tool := range []string{"ip", "nsenter", "unshare", "tc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CKPT_REQUIRE_ROOT") == "1" {
+				t.Fatalf("%s is missing (iproute2, util-linux)", tool)
+			}
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+}
+
+func sh(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// newMigEnv creates the namespaces, the veth pair and both agents.
+func newMigEnv(t *testing.T) *migEnv {
+	requireMigrationTools(t)
+	e := &migEnv{t: t, dir: t.TempDir()}
+	id := os.Getpid() % 100000
+	e.nsA, e.nsB = fmt.Sprintf("ckmig%da", id), fmt.Sprintf("ckmig%db", id)
+	sh(t, "ip", "netns", "add", e.nsA)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", e.nsA).Run() })
+	sh(t, "ip", "netns", "add", e.nsB)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", e.nsB).Run() })
+	sh(t, "ip", "link", "add", "vmig", "netns", e.nsA, "type", "veth", "peer", "name", "vmig", "netns", e.nsB)
+	for _, ns := range []struct{ name, ip string }{{e.nsA, migIPA}, {e.nsB, migIPB}} {
+		sh(t, "ip", "-n", ns.name, "addr", "add", ns.ip+"/24", "dev", "vmig")
+		sh(t, "ip", "-n", ns.name, "link", "set", "vmig", "up")
+		sh(t, "ip", "-n", ns.name, "link", "set", "lo", "up")
+	}
+	e.tokFile = filepath.Join(e.dir, "token")
+	os.WriteFile(e.tokFile, []byte(migTok+"\n"), 0o600)
+	e.agentA = e.startAgent(t, "a", migIPA, nil)
+	e.logB = &syncBuf{}
+	e.agentB = e.startAgent(t, "b", migIPB, e.logB)
+	return e
+}
+
+// startAgent runs an agent in namespace a or b; b's in a PID namespace
+// of its own.
+func (e *migEnv) startAgent(t *testing.T, node, ip string, log *syncBuf) *exec.Cmd {
+	ns := e.nsA
+	args := []string{"--net=/run/netns/" + ns}
+	if node == "b" {
+		ns = e.nsB
+		args = []string{"--net=/run/netns/" + ns, "unshare", "--pid", "--kill-child", "--mount-proc"}
+	}
+	args = append(args, ckptBin, "agent", "--verbose", "--listen", ip+":"+migPort, "--data-dir", filepath.Join(e.dir, "agent-"+node),
+		"--node", node, "--group", "mig="+e.tokFile)
+	cmd := exec.Command("nsenter", args...)
+	pr, pw, _ := os.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan bool, 1)
+	go func() {
+		s := bufio.NewScanner(pr)
+		said := false
+		for s.Scan() {
+			if log != nil {
+				log.Write([]byte(s.Text() + "\n"))
+			}
+			if !said && strings.Contains(s.Text(), "listening on") {
+				said = true
+				ready <- true
+			}
+		}
+		if !said {
+			ready <- false
+		}
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatalf("agent %s did not start", node)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("agent %s did not start in 30 s", node)
+	}
+	return cmd
+}
+
+// inA runs a command in namespace A (network only: same mount and PID
+// namespaces as the test, so ckpt can dump what runs there).
+func (e *migEnv) inA(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=/run/netns/" + e.nsA, name}, args...)...)
+}
+
+func (e *migEnv) migrate(t *testing.T, pid int, to string, extra ...string) result {
+	t.Helper()
+	args := append([]string{"migrate", strconv.Itoa(pid), "--to", to, "--group", "mig", "--token-file", e.tokFile}, extra...)
+	cmd := e.inA(ckptBin, args...)
+	var so, se strings.Builder
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{so.String(), se.String(), code}
+}
+
+// agentBPID is the host PID of agent b (the child of unshare).
+func (e *migEnv) agentBPID(t *testing.T) int {
+	t.Helper()
+	var pid int
+	waitFor(t, "agent b's PID", func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", e.agentB.Process.Pid, e.agentB.Process.Pid))
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return false
+		}
+		pid, _ = strconv.Atoi(f[0])
+		return pid > 0
+	})
+	// nsenter execs unshare; unshare forks the agent.
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if strings.TrimSpace(string(b)) != "ckpt" {
+		t.Fatalf("child of unshare is %q, not ckpt", b)
+	}
+	return pid
+}
+
+// inPIDNS lists the host PIDs of processes in the PID namespace of host
+// process ref other than ref itself, with their PIDs inside.
+func inPIDNS(ref int) map[int]int {
+	want, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", ref))
+	if err != nil {
+		return nil
+	}
+	out := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, en := range ents {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil || pid == ref {
+			continue
+		}
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); l != want {
+			continue
+		}
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		for _, line := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[0] == "NSpid:" {
+				inner, _ := strconv.Atoi(f[len(f)-1])
+				out[pid] = inner
+			}
+		}
+	}
+	return out
+}
+
+// beats parses a heartbeat output: the "HB SEQ VALUE" part of each beat,
+// PIDs seen, timestamps, and whether it ended with PASS.
+type beatLog struct {
+	seqVal []string
+	pids   map[string]bool
+	times  []int64
+	pass   bool
+	fail   string
+}
+
+func readBeats(t *testing.T, path string) beatLog {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := beatLog{pids: map[string]bool{}}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 5 && f[0] == "HB":
+			l.seqVal = append(l.seqVal, f[1]+" "+f[2])
+			l.pids[f[3]] = true
+			ns, _ := strconv.ParseInt(f[4], 10, 64)
+			l.times = append(l.times, ns)
+		case len(f) >= 1 && f[0] == "PASS":
+			l.pass = true
+		case len(f) >= 1 && f[0] == "FAIL":
+			l.fail = line
+		}
+	}
+	return l
+}
+
+func (l beatLog) maxGap() time.Duration {
+	var g int64
+	for i := 1; i < len(l.times); i++ {
+		g = max(g, l.times[i]-l.times[i-1])
+	}
+	return time.Duration(g)
+}
+
+// startBeats starts the heartbeat fixture in namespace A, output to a
+// file, and waits for its first beats.
+func (e *migEnv) startBeats(t *testing.T, name string, mib, permille, beats int) (*exec.Cmd, string) {
+	t.Helper()
+	bin := proctest.Build(t, "heartbeat", false)
+	os.MkdirAll(filepath.Join(e.dir, "out"), 0o755)
+	out := filepath.Join(e.dir, "out", name+".out")
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := e.inA(bin, strconv.Itoa(mib), strconv.Itoa(permille), "12345", strconv.Itoa(beats))
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, name+" beating", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 20 })
+	return cmd, out
+}
+
+// TestMigrateBetweenNamespaces: a process in namespace A that writes 5 %
+// of its 64 MiB a second is migrated with `ckpt migrate` to the agent in
+// namespace B. The source is killed only after B restored it; there it
+// runs with its original PID (inside B's PID namespace) in B's network
+// namespace, and its output continues: the beats (sequence and generator
+// state) equal those of an uninterrupted run of the same program, and its
+// memory checks out (PASS).
+func TestMigrateBetweenNamespaces(t *testing.T) {
+	e := newMigEnv(t)
+	// The reference run, uninterrupted, beside the migrated one.
+	bin := proctest.Build(t, "heartbeat", false)
+	refOut := filepath.Join(e.dir, "ref.out")
+	rf, _ := os.Create(refOut)
+	ref := exec.Command(bin, "64", "50", "12345", "400")
+	ref.Stdout = rf
+	if err := ref.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rf.Close()
+	src, out := e.startBeats(t, "mig", 64, 50, 400)
+	pid := src.Process.Pid
+	agentB := e.agentBPID(t)
+
+	res := e.migrate(t, pid, migIPB+":"+migPort, "--json")
+	wantCode(t, res, 0, "migrate")
+	var mj migrateJSON
+	if err := json.Unmarshal([]byte(res.stdout), &mj); err != nil {
+		t.Fatalf("migrate --json: %v\n%s", err, res.stdout)
+	}
+	t.Logf("migrated: %d rounds %+v, pre-copied %d KiB, final %d KiB, frozen %.1f ms, restore %.1f ms, total %.1f ms",
+		len(mj.Rounds), mj.Rounds, mj.PreCopied>>10, mj.Final>>10, mj.FrozenMS, mj.RestoreMS, mj.TotalMS)
+	if len(mj.Rounds) == 0 || mj.PreCopied < 64<<20 || mj.Node != "b" {
+		t.Errorf("no pre-copy or wrong node: %+v", mj)
+	}
+	// The source is gone: killed by ckpt after the confirmation.
+	err := src.Wait()
+	if ws, ok := src.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("source ended with %v, want SIGKILL", err)
+	}
+	// On B: the same PID inside B's PID namespace, in B's network namespace.
+	var host int
+	for h, inner := range inPIDNS(agentB) {
+		if inner == pid {
+			host = h
+		}
+	}
+	if host == 0 {
+		t.Fatalf("no process with PID %d in B's PID namespace: %v\nagent b: %s", pid, inPIDNS(agentB), e.logB)
+	}
+	nsB, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", agentB))
+	if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", host)); l != nsB {
+		t.Errorf("migrated process is in network namespace %s, want B's %s", l, nsB)
+	}
+	waitFor(t, "the migrated process to finish", func() bool { return readBeats(t, out).pass || readBeats(t, out).fail != "" })
+	ref.Wait()
+	got, want := readBeats(t, out), readBeats(t, refOut)
+	if got.fail != "" || !got.pass || !want.pass {
+		t.Fatalf("migrated: %q pass %v; reference pass %v", got.fail, got.pass, want.pass)
+	}
+	if strings.Join(got.seqVal, "\n") != strings.Join(want.seqVal, "\n") {
+		t.Fatalf("migrated output differs from the uninterrupted run: %d beats vs %d", len(got.seqVal), len(want.seqVal))
+	}
+	if len(got.pids) != 1 || !got.pids[strconv.Itoa(pid)] {
+		t.Errorf("PIDs in the output: %v, want only %d", got.pids, pid)
+	}
+	t.Logf("%d beats equal the uninterrupted run; largest gap %v", len(got.seqVal), got.maxGap())
+}
+
+// TestMigrateFailuresLeaveSourceRunning: an unreachable destination, a
+// wrong token, a destination whose restore fails (a file the process has
+// open is missing there), and a destination killed mid-transfer: each
+// migrate fails with a message saying what happened, the source keeps
+// running (not stopped, still beating) and B holds no process.
+func TestMigrateFailuresLeaveSourceRunning(t *testing.T) {
+	e := newMigEnv(t)
+	src, out := e.startBeats(t, "src", 64, 50, 0)
+	pid := src.Process.Pid
+	fdsAtStart := fdLinks(pid)
+	stillRunning := func(what string) {
+		t.Helper()
+		if s := proctest.State(pid); s == 't' || s == 'T' || s == 0 || s == 'Z' {
+			t.Fatalf("%s: source in state %q", what, s)
+		}
+		n := len(readBeats(t, out).seqVal)
+		waitFor(t, what+": source beating again", func() bool { return len(readBeats(t, out).seqVal) >= n+5 })
+		if fds := fdLinks(pid); fds != fdsAtStart {
+			t.Errorf("%s: source's fds are %s, were %s (a userfaultfd left?)", what, fds, fdsAtStart)
+		}
+	}
+	agentB := e.agentBPID(t)
+	nothingOnB := func(what string) {
+		t.Helper()
+		if ps := inPIDNS(agentB); len(ps) != 0 {
+			t.Errorf("%s: processes left in B's PID namespace: %v", what, ps)
+		}
+	}
+
+	res := e.migrate(t, pid, migIPB+":7499")
+	if res.code != 1 || !strings.Contains(res.stderr, "unreachable") || !strings.Contains(res.stderr, "runs on") {
+		t.Fatalf("unreachable destination: exit %d, %s", res.code, res.stderr)
+	}
+	t.Log(strings.TrimSpace(res.stderr))
+	stillRunning("unreachable")
+
+	bad := filepath.Join(e.dir, "bad-token")
+	os.WriteFile(bad, []byte("not-the-right-token-at-all\n"), 0o600)
+	res = e.migrate(t, pid, migIPB+":"+migPort, "--token-file", bad)
+	if res.code != 1 || !strings.Contains(res.stderr, "bad_token") {
+		t.Fatalf("wrong token: exit %d, %s", res.code, res.stderr)
+	}
+	t.Log(strings.TrimSpace(res.stderr))
+	stillRunning("wrong token")
+
+	// The restore fails on B: B's mount namespace hides the directory of
+	// the process's output file.
+	sh(t, "nsenter", "-t", strconv.Itoa(agentB), "-m", "mount", "-t", "tmpfs", "none", filepath.Dir(out))
+	res = e.migrate(t, pid, migIPB+":"+migPort)
+	if res.code != 1 || !strings.Contains(res.stderr, "migration_failed") || !strings.Contains(res.stderr, "runs on") {
+		t.Fatalf("failing restore: exit %d, %s", res.code, res.stderr)
+	}
+	t.Log(strings.TrimSpace(res.stderr))
+	stillRunning("failed restore")
+	nothingOnB("failed restore")
+	sh(t, "nsenter", "-t", strconv.Itoa(agentB), "-m", "umount", filepath.Dir(out))
+
+	// B dies mid-transfer: the link is slowed to 40 Mbit/s (64 MiB take
+	// 13 s) and B's agent is killed once the transfer is under way.
+	sh(t, "ip", "netns", "exec", e.nsA, "tc", "qdisc", "add", "dev", "vmig", "root", "tbf", "rate", "40mbit", "burst", "64kb", "latency", "200ms")
+	base := receivedBytes(agentB)
+	done := make(chan result, 1)
+	go func() { done <- e.migrate(t, pid, migIPB+":"+migPort) }()
+	waitFor(t, "the transfer to start", func() bool { return receivedBytes(agentB) > base+4<<20 })
+	e.agentB.Process.Kill() // unshare --kill-child takes the agent (and its PID namespace) along
+	e.agentB.Wait()
+	select {
+	case res = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("migrate did not return after the destination died")
+	}
+	if res.code != 1 || !strings.Contains(res.stderr, "runs on") {
+		t.Fatalf("destination killed: exit %d, %s", res.code, res.stderr)
+	}
+	t.Log(strings.TrimSpace(res.stderr))
+	stillRunning("destination killed")
+	nothingOnB("destination killed")
+}
+
+// fdLinks lists pid's fds and what they point to.
+func fdLinks(pid int) string {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	var out []string
+	for _, e := range ents {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		out = append(out, e.Name()+"="+l)
+	}
+	return strings.Join(out, " ")
+}
+
+// receivedBytes reads the bytes a process has read from sockets and
+// files (/proc/PID/io rchar): enough to see a transfer going.
+func receivedBytes(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// TestDumpStreamRestoreStream: `ckpt dump --stream` piped into `ckpt
+// restore --stream` (in a PID namespace of its own, as on another machine),
+// the restore's stdout piped back into the dump's stdin as the
+// confirmation: the process moves, the source is killed after the
+// confirmation, and the output equals an uninterrupted run.
+func TestDumpStreamRestoreStream(t *testing.T) {
+	requireMigrationTools(t)
+	dir := t.TempDir()
+	bin := proctest.Build(t, "heartbeat", false)
+	refOut, out := filepath.Join(dir, "ref.out"), filepath.Join(dir, "mig.out")
+	rf, _ := os.Create(refOut)
+	ref := exec.Command(bin, "32", "50", "777", "300")
+	ref.Stdout = rf
+	ref.Start()
+	rf.Close()
+	f, _ := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	src := exec.Command(bin, "32", "50", "777", "300")
+	src.Stdout = f
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { src.Process.Kill(); src.Wait(); ref.Process.Kill(); ref.Wait() })
+	waitFor(t, "beats", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 20 })
+
+	fwdR, fwdW, _ := os.Pipe() // dump -> restore: the stream
+	ackR, ackW, _ := os.Pipe() // restore -> dump: the confirmation
+	var dumpErr, restErr strings.Builder
+	dump := exec.Command(ckptBin, "dump", "--stream", strconv.Itoa(src.Process.Pid))
+	dump.Stdin, dump.Stdout, dump.Stderr = ackR, fwdW, &dumpErr
+	rest := exec.Command("unshare", "--pid", "--kill-child", "--mount-proc", ckptBin, "restore", "--stream")
+	rest.Stdin, rest.Stdout, rest.Stderr = fwdR, ackW, &restErr
+	if err := rest.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dump.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fwdR.Close()
+	fwdW.Close()
+	ackR.Close()
+	ackW.Close()
+	if err := dump.Wait(); err != nil {
+		t.Fatalf("dump --stream: %v\n%s\nrestore: %s", err, dumpErr.String(), restErr.String())
+	}
+	t.Log(strings.TrimSpace(dumpErr.String()))
+	src.Wait()
+	if ws := src.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("source: %v, want killed after the confirmation", src.ProcessState)
+	}
+	// The restore runs the program in the foreground to its end.
+	if err := rest.Wait(); err != nil {
+		t.Fatalf("restore --stream: %v\n%s", err, restErr.String())
+	}
+	ref.Wait()
+	got, want := readBeats(t, out), readBeats(t, refOut)
+	if !got.pass || strings.Join(got.seqVal, "\n") != strings.Join(want.seqVal, "\n") {
+		t.Fatalf("streamed process: pass %v, %d beats; reference %d beats (fail %q)", got.pass, len(got.seqVal), len(want.seqVal), got.fail)
+	}
+	t.Logf("%d beats equal the uninterrupted run; largest gap %v", len(got.seqVal), got.maxGap())
+}
