@@ -23,7 +23,7 @@ func validStream(t *testing.T) []byte {
 	w.WritePages(4242, 0x10000, bytes.Repeat([]byte{2}, 4096))
 	w.ReusePages(4242, 0x11000, 4096)
 	tree := &image.Tree{Version: image.FormatVersion, Root: 4242, Processes: []*image.Process{{PID: 4242, PPID: 1, PGID: 4242, SID: 4242,
-		Threads: []*image.Thread{{TID: 4242}},
+		Threads:  []*image.Thread{{TID: 4242}},
 		Mappings: []*image.Mapping{{Start: 0x10000, End: 0x12000, Prot: image.ProtRead | image.ProtWrite, Kind: image.KindAnon, Saved: 8192}}}}}
 	b, err := image.Encode(tree)
 	if err != nil {
