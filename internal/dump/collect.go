@@ -77,11 +77,10 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", p.pid, err)
 	}
-	if status.Seccomp != 0 {
-		return nil, fmt.Errorf("process %d (%s): seccomp filter: %w", p.pid, st.Comm, ErrUnsupported)
-	}
-	if tb, err := procfs.Read(p.pid, "timers"); err == nil && len(bytes.TrimSpace(tb)) > 0 {
-		return nil, fmt.Errorf("process %d (%s): POSIX timers (timer_create): %w", p.pid, st.Comm, ErrUnsupported)
+	if tb, err := procfs.Read(p.pid, "timers"); err == nil {
+		if ip.Timers, err = parseTimers(tb); err != nil {
+			return nil, fmt.Errorf("process %d (%s): %w", p.pid, st.Comm, err)
+		}
 	}
 	ip.Umask = status.Umask
 	ip.Creds = image.Creds{UID: status.UID, GID: status.GID, Groups: status.Groups}
@@ -214,6 +213,9 @@ func (h *Handle) dumpThread(pid int, t *thread, tree *image.Tree) (*image.Thread
 			return fmt.Errorf("thread %d: reading pending signals: %w", t.tid, err)
 		}
 		th.Pending = siginfos(pend)
+		if err := threadIdentity(pid, t.tid, th); err != nil {
+			return err
+		}
 		for _, s := range t.stashed {
 			// Signals that were being delivered when we froze the
 			// thread go back as pending ones.
@@ -351,6 +353,9 @@ func inject(p *proc, ip *image.Process, mem *ptrace.Mem) (err error) {
 			ip.Itimers = append(ip.Itimers, it)
 		}
 	}
+	if err := injectTimers(in, ip, mem, scratch); err != nil {
+		return err
+	}
 	for i, t := range p.threads {
 		tin := in
 		if i > 0 {
@@ -371,6 +376,9 @@ func inject(p *proc, ip *image.Process, mem *ptrace.Mem) (err error) {
 			return err
 		}
 		th.Altstack = image.Altstack{SP: le(buf, 0), Flags: int32(binary.LittleEndian.Uint32(buf[8:])), Size: le(buf, 16)}
+		if err := injectSecurebits(tin, th); err != nil {
+			return err
+		}
 		if i > 0 {
 			if err := tin.Restore(); err != nil {
 				return fmt.Errorf("thread %d: restoring registers: %w", t.tid, err)

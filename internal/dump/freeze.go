@@ -154,7 +154,11 @@ func freezeProcess(p *proc) error {
 }
 
 func freezeThread(pid, tid int) (*thread, error) {
-	if err := ptrace.Seize(tid, ptrace.OptsDump); err != nil {
+	opts := seizeOptions(pid, tid)
+	if err := ptrace.Seize(tid, opts); err != nil {
+		if opts != ptrace.OptsDump && err == unix.EPERM {
+			return nil, fmt.Errorf("thread %d has seccomp filters, which cannot be suspended for the dump (needs CAP_SYS_ADMIN): %w", tid, err)
+		}
 		return nil, err
 	}
 	if err := ptrace.Interrupt(tid); err != nil {

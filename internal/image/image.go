@@ -69,24 +69,26 @@ type Process struct {
 	Stopped  bool   `json:"stopped,omitempty"`   // stopped by job control (SIGSTOP, SIGTSTP, ...)
 	ExitCode int    `json:"exit_code,omitempty"` // raw wait status of a zombie
 
-	Threads     []*Thread   `json:"threads,omitempty"` // Threads[0] is the leader (TID == PID)
-	Mappings    []*Mapping  `json:"mappings,omitempty"`
-	FDs         []*FD       `json:"fds,omitempty"`
-	SigActions  []SigAction `json:"sigactions,omitempty"` // only non-default dispositions
-	Pending     []Siginfo   `json:"pending,omitempty"`    // process-wide queued signals
-	Rlimits     []Rlimit    `json:"rlimits,omitempty"`
-	Itimers     []Itimer    `json:"itimers,omitempty"`
-	Cwd         string      `json:"cwd,omitempty"`
-	Umask       uint32      `json:"umask"`
-	Personality uint32      `json:"personality"`
-	Creds       Creds       `json:"creds"`
-	MM          MM          `json:"mm"`
-	Auxv        []uint64    `json:"auxv,omitempty"` // type, value pairs, AT_NULL excluded
-	Exe         *FileID     `json:"exe,omitempty"`
-	ExePath     string      `json:"exe_path,omitempty"`
-	Vdso        *VdsoLayout `json:"vdso,omitempty"`
-	Children    []int       `json:"children,omitempty"`
-	Extra       []string    `json:"extra,omitempty"` // free-form notes for inspect
+	Threads     []*Thread       `json:"threads,omitempty"` // Threads[0] is the leader (TID == PID)
+	Mappings    []*Mapping      `json:"mappings,omitempty"`
+	FDs         []*FD           `json:"fds,omitempty"`
+	SigActions  []SigAction     `json:"sigactions,omitempty"` // only non-default dispositions
+	Pending     []Siginfo       `json:"pending,omitempty"`    // process-wide queued signals
+	Rlimits     []Rlimit        `json:"rlimits,omitempty"`
+	Itimers     []Itimer        `json:"itimers,omitempty"`
+	Cwd         string          `json:"cwd,omitempty"`
+	Umask       uint32          `json:"umask"`
+	Personality uint32          `json:"personality"`
+	Creds       Creds           `json:"creds"`
+	MM          MM              `json:"mm"`
+	Auxv        []uint64        `json:"auxv,omitempty"` // type, value pairs, AT_NULL excluded
+	Exe         *FileID         `json:"exe,omitempty"`
+	ExePath     string          `json:"exe_path,omitempty"`
+	Vdso        *VdsoLayout     `json:"vdso,omitempty"`
+	Children    []int           `json:"children,omitempty"`
+	Timers      []PosixTimer    `json:"timers,omitempty"` // timer_create timers
+	CTTY        *ControllingTTY `json:"ctty,omitempty"`   // session leaders only
+	Extra       []string        `json:"extra,omitempty"`  // free-form notes for inspect
 }
 
 // Thread is one thread (task) of a process.
@@ -102,6 +104,11 @@ type Thread struct {
 	RobustList uint64    `json:"robust_list"`
 	RobustLen  uint64    `json:"robust_len"`
 	Rseq       Rseq      `json:"rseq"`
+	Sched      *Sched    `json:"sched,omitempty"`
+	// Personality is the thread's own (personality(2) is per thread);
+	// absent in older images, where threads share the process's.
+	Personality *uint32   `json:"personality,omitempty"`
+	Security    *Security `json:"security,omitempty"`
 }
 
 // Regs is the x86-64 general register set (struct user_regs_struct), with

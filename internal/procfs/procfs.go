@@ -250,6 +250,8 @@ type Status struct {
 	SigCgt    uint64
 	Seccomp   int
 	NoNewPriv int
+	// Capability sets: inheritable, permitted, effective, bounding, ambient.
+	CapInh, CapPrm, CapEff, CapBnd, CapAmb uint64
 }
 
 // ParseStatus parses /proc/PID/status. Unknown keys are ignored.
@@ -288,6 +290,16 @@ func ParseStatus(data []byte) (Status, error) {
 			s.Seccomp, err = strconv.Atoi(v)
 		case "NoNewPrivs":
 			s.NoNewPriv, err = strconv.Atoi(v)
+		case "CapInh":
+			s.CapInh, err = strconv.ParseUint(v, 16, 64)
+		case "CapPrm":
+			s.CapPrm, err = strconv.ParseUint(v, 16, 64)
+		case "CapEff":
+			s.CapEff, err = strconv.ParseUint(v, 16, 64)
+		case "CapBnd":
+			s.CapBnd, err = strconv.ParseUint(v, 16, 64)
+		case "CapAmb":
+			s.CapAmb, err = strconv.ParseUint(v, 16, 64)
 		case "Uid", "Gid":
 			f := strings.Fields(v)
 			if len(f) != 4 {

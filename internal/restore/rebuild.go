@@ -204,11 +204,15 @@ func (r *restorer) rebuild(p *rproc) error {
 			return fail("setitimer", err)
 		}
 	}
+	if err := r.restoreTimers(p); err != nil {
+		return fail("POSIX timers", err)
+	}
 	if _, err := in.Syscall(unix.SYS_CLOSE, uint64(r.pidfd)); err != nil {
 		return fail("closing the restorer's pidfd", err)
 	}
-	if err := r.setCreds(p); err != nil {
-		return fail("credentials", err)
+	r.restoreSched(p)
+	if err := r.setIdentity(p); err != nil {
+		return fail("credentials and security", err)
 	}
 	// The last injected call removes the scratch area; every thread is now
 	// in a syscall-exit stop it will never return to.
@@ -255,42 +259,6 @@ func (r *restorer) threadState(p *rproc, in *ptrace.Injector, th *image.Thread) 
 		}
 		if _, err := in.Syscall(unix.SYS_PRCTL, prSetName, r.scratch+offString); err != nil {
 			return fmt.Errorf("PR_SET_NAME: %w", err)
-		}
-	}
-	return nil
-}
-
-func (r *restorer) setCreds(p *rproc) error {
-	c := p.img.Creds
-	if c.UID == [4]int{} && c.GID == [4]int{} && len(c.Groups) == 0 {
-		return nil
-	}
-	var b []byte
-	for _, g := range c.Groups {
-		b = binary.LittleEndian.AppendUint32(b, uint32(g))
-	}
-	if len(b) > 0x1000 {
-		return fmt.Errorf("%d supplementary groups", len(c.Groups))
-	}
-	if err := p.mem.Write(r.scratch+offAuxv, append(b, 0, 0, 0, 0)); err != nil {
-		return err
-	}
-	if _, err := p.in.Syscall(unix.SYS_SETGROUPS, uint64(len(c.Groups)), r.scratch+offAuxv); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	// Thread credentials are per thread; set them in every thread.
-	for _, in := range p.threads {
-		if _, err := in.Syscall(unix.SYS_SETRESGID, uint64(c.GID[0]), uint64(c.GID[1]), uint64(c.GID[2])); err != nil {
-			return fmt.Errorf("setresgid: %w", err)
-		}
-		if _, err := in.Syscall(unix.SYS_SETFSGID, uint64(c.GID[3])); err != nil {
-			return fmt.Errorf("setfsgid: %w", err)
-		}
-		if _, err := in.Syscall(unix.SYS_SETRESUID, uint64(c.UID[0]), uint64(c.UID[1]), uint64(c.UID[2])); err != nil {
-			return fmt.Errorf("setresuid: %w", err)
-		}
-		if _, err := in.Syscall(unix.SYS_SETFSUID, uint64(c.UID[3])); err != nil {
-			return fmt.Errorf("setfsuid: %w", err)
 		}
 	}
 	return nil
