@@ -17,7 +17,10 @@ import (
 	"github.com/ckpt/ckpt/internal/proctest"
 )
 
-func requireCgroup2(t *testing.T) {
+// requireCgroup2 skips (or fails under CKPT_REQUIRE_ROOT=1) without cgroup
+// v2, and makes sure no container of the given names outlives the test
+// (a failed test kills ckpt run, not its container).
+func requireCgroup2(t *testing.T, names ...string) {
 	t.Helper()
 	if _, err := container.Cgroup2Root(); err != nil {
 		if os.Getenv("CKPT_REQUIRE_ROOT") == "1" {
@@ -25,6 +28,22 @@ func requireCgroup2(t *testing.T) {
 		}
 		t.Skipf("skipping: %v", err)
 	}
+	t.Cleanup(func() {
+		for _, n := range names {
+			cg, err := container.CgroupFor(n)
+			if err != nil {
+				continue
+			}
+			if _, err := os.Stat(cg.Dir); err != nil {
+				continue
+			}
+			cg.Kill()
+			if err := cg.Create(5 * time.Second); err != nil { // waits until empty
+				t.Errorf("cleaning up container %s: %v", n, err)
+			}
+			cg.Remove()
+		}
+	})
 }
 
 // ctrOutput is what one ctr worker wrote: its lines without the PID, the
@@ -79,7 +98,9 @@ func lineCount(p string) int {
 // nor jumped by the downtime.
 func TestContainerStopResume(t *testing.T) {
 	requireRoot(t)
-	requireCgroup2(t)
+	// Container names are host-wide (cgroup ckpt/NAME): unique per test run.
+	refName, jobName := fmt.Sprintf("ref-%d", os.Getpid()), fmt.Sprintf("job-%d", os.Getpid())
+	requireCgroup2(t, refName, jobName)
 	ctr := proctest.Build(t, "ctr", false)
 	hog := proctest.Build(t, "pidhog", false)
 	dir := t.TempDir()
@@ -95,7 +116,7 @@ func TestContainerStopResume(t *testing.T) {
 	}
 	// An uninterrupted run.
 	ref1, ref2 := filepath.Join(dir, "ref1"), filepath.Join(dir, "ref2")
-	if err := runCtr("ref", ref1, ref2).Run(); err != nil {
+	if err := runCtr(refName, ref1, ref2).Run(); err != nil {
 		t.Fatalf("uninterrupted container run: %v", err)
 	}
 	want := []ctrOutput{readCtr(t, ref1), readCtr(t, ref2)}
@@ -109,13 +130,13 @@ func TestContainerStopResume(t *testing.T) {
 	}
 
 	out1, out2 := filepath.Join(dir, "out1"), filepath.Join(dir, "out2")
-	sup := runCtr("job", out1, out2)
+	sup := runCtr(jobName, out1, out2)
 	if err := sup.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer sup.Process.Kill()
 	waitFor(t, "the workers to be a third through", func() bool { return lineCount(out1) > iters/3 && lineCount(out2) > iters/3 })
-	if j := psJobs(t, repoDir)["job"]; j.State != "running" || j.PID == 0 {
+	if j := psJobs(t, repoDir)[jobName]; j.State != "running" || j.PID == 0 {
 		t.Fatalf("ckpt ps while running: %+v", j)
 	}
 	if r := runCkpt(t, repoDir, "ps"); !strings.Contains(r.stdout, "[container]") {
@@ -128,7 +149,7 @@ func TestContainerStopResume(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 143 {
 		t.Fatalf("ckpt run --isolate after SIGTERM: %v, want exit 143", err)
 	}
-	if j := psJobs(t, repoDir)["job"]; j.State != "stopped" || j.Checkpoints != 1 {
+	if j := psJobs(t, repoDir)[jobName]; j.State != "stopped" || j.Checkpoints != 1 {
 		t.Fatalf("job after SIGTERM: %+v", j)
 	}
 	before := []ctrOutput{readCtr(t, out1), readCtr(t, out2)}
@@ -169,10 +190,10 @@ func TestContainerStopResume(t *testing.T) {
 	time.Sleep(pause - time.Since(down))
 	downtime := time.Since(down)
 
-	if err := runCtr("job", out1, out2).Run(); err != nil {
+	if err := runCtr(jobName, out1, out2).Run(); err != nil {
 		t.Fatalf("resumed container run: %v", err)
 	}
-	if j := psJobs(t, repoDir)["job"]; j.State != "done" {
+	if j := psJobs(t, repoDir)[jobName]; j.State != "done" {
 		t.Fatalf("job at the end: %+v", j)
 	}
 	for i, p := range []string{out1, out2} {
@@ -203,4 +224,98 @@ func firstKey(m map[int]bool) int {
 		return k
 	}
 	return 0
+}
+
+// TestContainerVeth gives a container a veth pair (--veth), stops it with
+// SIGTERM and resumes it: the pair is made again with the saved addresses
+// on both ends, and a TCP connection from the host reaches an address
+// inside the restored container.
+func TestContainerVeth(t *testing.T) {
+	requireRoot(t)
+	name := fmt.Sprintf("vt-%d", os.Getpid())
+	requireCgroup2(t, name)
+	requireTool(t, "/usr/sbin/ip")
+	requireTool(t, "/usr/bin/nsenter")
+	requireTool(t, "/usr/bin/python3")
+	dir := t.TempDir()
+	repoDir, stop := filepath.Join(dir, "repo"), filepath.Join(dir, "stop")
+	const hostAddr, ctrAddr = "10.231.77.1/24", "10.231.77.2/24"
+	run := func() *exec.Cmd {
+		cmd := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--veth", hostAddr+","+ctrAddr,
+			"--", "/bin/sh", "-c", "while [ ! -e "+stop+" ]; do sleep 0.05; done")
+		cmd.Stderr = os.Stderr
+		return cmd
+	}
+	veth, err := container.ParseVeth(name, hostAddr+","+ctrAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// check waits for the container (init host PID) to have its addresses
+	// on both ends, then connects from the host to a listener inside.
+	check := func(pid int) {
+		t.Helper()
+		waitFor(t, "the host end "+veth.Peer+" with "+hostAddr, func() bool {
+			out, _ := exec.Command("ip", "-o", "addr", "show", "dev", veth.Peer).Output()
+			return strings.Contains(string(out), hostAddr)
+		})
+		out, err := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(pid)+"/ns/net", "ip", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), ctrAddr) {
+			t.Fatalf("eth0 inside the container: %v\n%s", err, out)
+		}
+		srv := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(pid)+"/ns/net", "python3", "-c", `
+import socket
+s = socket.socket(); s.bind(("10.231.77.2", 7771)); s.listen(); print("LISTEN", flush=True)
+c, _ = s.accept(); c.sendall(b"inside\n"); c.close()`)
+		so, _ := srv.StdoutPipe()
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Wait()
+		rd := bufio.NewReader(so)
+		if l, _ := rd.ReadString('\n'); l != "LISTEN\n" {
+			srv.Process.Kill()
+			t.Fatalf("listener in the container: %q", l)
+		}
+		got, err := exec.Command("python3", "-c", `
+import socket
+c = socket.create_connection(("10.231.77.2", 7771), timeout=10); print(c.recv(100).decode(), end="")`).CombinedOutput()
+		if err != nil || string(got) != "inside\n" {
+			srv.Process.Kill()
+			t.Fatalf("TCP from the host to the container: %v %q", err, got)
+		}
+	}
+	sup := run()
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	var j psJob
+	waitFor(t, "the container to run", func() bool { j = psJobs(t, repoDir)[name]; return j.State == "running" && j.PID != 0 })
+	check(j.PID)
+	sup.Process.Signal(syscall.SIGTERM)
+	var ee *exec.ExitError
+	if err := sup.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 143 {
+		t.Fatalf("ckpt run --isolate --veth after SIGTERM: %v, want exit 143", err)
+	}
+	sup = run()
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "the container to be restored", func() bool {
+		n := psJobs(t, repoDir)[name]
+		if n.State == "running" && n.PID != 0 && n.PID != j.PID {
+			j = n
+			return true
+		}
+		return false
+	})
+	check(j.PID)
+	os.WriteFile(stop, nil, 0o600)
+	if err := sup.Wait(); err != nil {
+		t.Fatalf("resumed container: %v", err)
+	}
+	if n := psJobs(t, repoDir)[name]; n.State != "done" {
+		t.Fatalf("job at the end: %+v", n)
+	}
 }

@@ -118,8 +118,13 @@ not start itself. 'ckpt ps' lists jobs.`,
 			if err := repo.ValidName(o.Name); err != nil {
 				return usageError("--name: %v", err)
 			}
-			if o.Hostname != "" && !o.Isolate {
-				return usageError("--hostname needs --isolate")
+			if (o.Hostname != "" || o.Veth != "") && !o.Isolate {
+				return usageError("--hostname and --veth need --isolate")
+			}
+			if o.Veth != "" {
+				if _, err := container.ParseVeth(o.Name, o.Veth); err != nil {
+					return usageError("%v", err)
+				}
 			}
 			o.Command = args
 			o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
@@ -150,6 +155,7 @@ not start itself. 'ckpt ps' lists jobs.`,
 	c.Flags().IntVar(&o.Keep, "keep", 3, "checkpoints of the job to keep (0: all)")
 	c.Flags().BoolVar(&o.Isolate, "isolate", false, "run CMD as a container: PID 1 of new PID, mount, UTS, IPC, network and time namespaces in a cgroup v2 group, checkpointed whole (docs/CONTAINERS.md)")
 	c.Flags().StringVar(&o.Hostname, "hostname", "", "hostname inside an --isolate container (default: the job name)")
+	c.Flags().StringVar(&o.Veth, "veth", "", "give an --isolate container a veth pair to the host: HOST_CIDR,CONTAINER_CIDR (e.g. 10.200.0.1/24,10.200.0.2/24); default: loopback only")
 	c.Flags().IntVar(&o.MaxRestarts, "max-restarts", 5, "crashes to recover from before giving up")
 	c.Flags().DurationVar(&o.Backoff, "backoff", time.Second, "wait before the first restore after a crash (doubles each time)")
 	pf.addFlags(c)

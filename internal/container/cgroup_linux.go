@@ -95,7 +95,8 @@ func (c *Cgroup) Create(wait time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup %s still holds processes %v (is the container running?)", c.Dir, pids)
+			return fmt.Errorf("cgroup %s still holds processes %v: the container is running (its ckpt run may have died); to start it again from its newest checkpoint, kill them first (echo 1 > %s)",
+				c.Dir, pids, filepath.Join(c.Dir, "cgroup.kill"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

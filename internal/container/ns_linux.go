@@ -41,8 +41,10 @@ func inNamespace(pid int, ns string, flag int, fn func() error) error {
 
 // Snapshot reads the namespaces' state of the container whose PID 1 is
 // host process pid. Call it while the container is frozen, so the clocks
-// recorded are those of the freeze.
-func Snapshot(pid int) (*image.Container, error) {
+// recorded are those of the freeze. veth, when not nil, is the veth pair
+// ckpt gave the container (ParseVeth); any other interface but the
+// loopback is refused.
+func Snapshot(pid int, veth *image.NetIf) (*image.Container, error) {
 	c := &image.Container{}
 	err := inNamespace(pid, "uts", unix.CLONE_NEWUTS, func() error {
 		var u unix.Utsname
@@ -68,8 +70,15 @@ func Snapshot(pid int) (*image.Container, error) {
 		}
 		for _, i := range ifs {
 			n := image.NetIf{Name: i.Name, Up: i.Flags&net.FlagUp != 0}
-			if i.Flags&net.FlagLoopback == 0 {
-				return fmt.Errorf("interface %s: only the loopback is restored in a container's network namespace: %w", i.Name, errors.ErrUnsupported)
+			switch {
+			case i.Flags&net.FlagLoopback != 0:
+			case veth != nil && i.Name == veth.Name:
+				n.Veth, n.Peer = true, veth.Peer
+				if n.Addrs, err = ifAddrs(&i); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("interface %s: only the loopback and the veth of --veth are restored in a container's network namespace: %w", i.Name, errors.ErrUnsupported)
 			}
 			c.Net = append(c.Net, n)
 		}
@@ -77,6 +86,19 @@ func Snapshot(pid int) (*image.Container, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("container network namespace: %w", err)
+	}
+	for i, n := range c.Net {
+		if !n.Veth {
+			continue
+		}
+		// The host end, in our own namespace.
+		hi, err := net.InterfaceByName(n.Peer)
+		if err != nil {
+			return nil, fmt.Errorf("host end %s of the container's veth: %w", n.Peer, err)
+		}
+		if c.Net[i].PeerAddrs, err = ifAddrs(hi); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -150,21 +172,27 @@ func SetHostname(pid int, name string) error {
 }
 
 // SetupNet recreates the interfaces of nifs in the network namespace of
-// process pid (a fresh one: only the loopback, down).
+// process pid (a fresh one: only the loopback, down): the loopback's state,
+// and veth pairs with their addresses on both ends.
 func SetupNet(pid int, nifs []image.NetIf) error {
-	return inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
-		for _, n := range nifs {
-			if n.Name != "lo" {
-				return fmt.Errorf("interface %s: only the loopback is restored: %w", n.Name, errors.ErrUnsupported)
+	for _, n := range nifs {
+		switch {
+		case n.Name == "lo":
+			if !n.Up {
+				continue
 			}
-			if n.Up {
-				if err := linkUp("lo"); err != nil {
-					return err
-				}
+			if err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error { return linkUp("lo") }); err != nil {
+				return err
 			}
+		case n.Veth:
+			if err := SetupVeth(pid, n); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("interface %s: only the loopback and veth pairs are restored: %w", n.Name, errors.ErrUnsupported)
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // linkUp sets IFF_UP on an interface of the calling thread's namespace.

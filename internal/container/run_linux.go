@@ -20,16 +20,32 @@ const InitArg = "__container-init"
 // private /proc, set the hostname and bring the loopback up, and then
 // executes argv in its place. The caller closes the returned cgroup fd
 // after Start.
-func Command(self, hostname string, cg *Cgroup, argv []string) (*exec.Cmd, *os.File, error) {
+//
+// With hold set, init waits before executing argv until the caller closes
+// the returned hold file (after setting up the network from outside, see
+// SetupVeth); the caller must close it in any case.
+func Command(self, hostname string, cg *Cgroup, argv []string, hold bool) (cmd *exec.Cmd, cgfd, holdW *os.File, err error) {
 	if len(argv) == 0 {
-		return nil, nil, fmt.Errorf("container: no command")
+		return nil, nil, nil, fmt.Errorf("container: no command")
 	}
 	fd, err := cg.Open()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	args := append([]string{InitArg, hostname, "--"}, argv...)
-	cmd := exec.Command(self, args...)
+	args := []string{InitArg, hostname}
+	var holdR *os.File
+	if hold {
+		if holdR, holdW, err = os.Pipe(); err != nil {
+			fd.Close()
+			return nil, nil, nil, err
+		}
+		args = append(args, "--hold")
+	}
+	args = append(append(args, "--"), argv...)
+	cmd = exec.Command(self, args...)
+	if hold {
+		cmd.ExtraFiles = []*os.File{holdR} // fd 3
+	}
 	cmd.Args[0] = "ckpt-init"
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWPID | nsFlags,
@@ -40,11 +56,11 @@ func Command(self, hostname string, cg *Cgroup, argv []string) (*exec.Cmd, *os.F
 		UseCgroupFD:  true,
 		CgroupFD:     int(fd.Fd()),
 	}
-	return cmd, fd, nil
+	return cmd, fd, holdW, nil
 }
 
 // Init is the container's PID 1 before it becomes the program: args are
-// HOSTNAME -- CMD [ARGS...]. It never returns: it executes CMD or exits
+// HOSTNAME [--hold] -- CMD [ARGS...]. It never returns: it executes CMD or exits
 // with status 127 and a message on stderr.
 func Init(args []string) {
 	if err := initContainer(args); err != nil {
@@ -54,8 +70,12 @@ func Init(args []string) {
 }
 
 func initContainer(args []string) error {
+	hold := len(args) > 1 && args[1] == "--hold"
+	if hold {
+		args = append(args[:1:1], args[2:]...)
+	}
 	if len(args) < 3 || args[1] != "--" {
-		return fmt.Errorf("usage: %s HOSTNAME -- CMD [ARGS...]", InitArg)
+		return fmt.Errorf("usage: %s HOSTNAME [--hold] -- CMD [ARGS...]", InitArg)
 	}
 	if os.Getpid() != 1 {
 		return fmt.Errorf("not PID 1 of a new PID namespace (PID %d)", os.Getpid())
@@ -68,6 +88,17 @@ func initContainer(args []string) error {
 	}
 	if err := linkUp("lo"); err != nil {
 		return err
+	}
+	if hold {
+		// ckpt sets up the network from outside; EOF says it is done.
+		f := os.NewFile(3, "hold")
+		b := make([]byte, 1)
+		for {
+			if _, err := f.Read(b); err != nil {
+				break
+			}
+		}
+		f.Close()
 	}
 	path, err := exec.LookPath(args[2])
 	if err != nil {

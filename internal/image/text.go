@@ -64,6 +64,21 @@ func WriteText(w io.Writer, t *Tree) error {
 	}
 	fmt.Fprintf(&b, ")\n")
 	fmt.Fprintf(&b, "CPU: xfeatures %#x, XSAVE area %d bytes\n", t.CPU.XFeatures, t.CPU.XStateSize)
+	if c := t.Container; c != nil {
+		fmt.Fprintf(&b, "container %s: hostname %s, PIDs inside its PID namespace, monotonic clock %.3fs, boottime %.3fs at the freeze\n",
+			c.Name, c.Hostname, float64(c.Monotonic)/1e9, float64(c.Boottime)/1e9)
+		for _, n := range c.Net {
+			state := "down"
+			if n.Up {
+				state = "up"
+			}
+			fmt.Fprintf(&b, "  interface %s %s %s", n.Name, state, strings.Join(n.Addrs, " "))
+			if n.Veth {
+				fmt.Fprintf(&b, " (veth; host end %s %s)", n.Peer, strings.Join(n.PeerAddrs, " "))
+			}
+			fmt.Fprintf(&b, "\n")
+		}
+	}
 	for _, w := range t.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", w)
 	}

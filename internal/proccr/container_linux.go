@@ -20,6 +20,7 @@ var FreezeTimeout = 10 * time.Second
 type containerDump struct {
 	cg     *container.Cgroup
 	root   int
+	veth   *image.NetIf
 	frozen bool
 	snap   *image.Container
 }
@@ -56,7 +57,7 @@ func (c *containerDump) seized(pids []int) error {
 			return fmt.Errorf("process %d is in the container's cgroup %s but does not descend from its PID 1 (%d): %w", p, c.cg.Dir, c.root, dump.ErrUnsupported)
 		}
 	}
-	if c.snap, err = container.Snapshot(c.root); err != nil {
+	if c.snap, err = container.Snapshot(c.root, c.veth); err != nil {
 		return err
 	}
 	return c.thaw()

@@ -34,6 +34,8 @@ type DumpOptions struct {
 	// everything in it is dumped with the PIDs seen inside its PID
 	// namespace, and the namespaces' state is recorded (container_linux.go).
 	Container *container.Cgroup
+	// Veth is the container's veth pair (container.ParseVeth), if it has one.
+	Veth *image.NetIf
 }
 
 // DumpResult describes a committed dump.
@@ -100,7 +102,7 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 	if opts.Container != nil {
 		// No pre-copy: the whole container is frozen at once instead.
 		opts.NoPreCopy = true
-		ctr = &containerDump{cg: opts.Container, root: pid}
+		ctr = &containerDump{cg: opts.Container, root: pid, veth: opts.Veth}
 		if err := ctr.freeze(); err != nil {
 			return nil, err
 		}
@@ -143,6 +145,7 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 	}
 	if ctr != nil {
 		h.Tree.Container = ctr.snap
+		h.Tree.Container.Name = name
 	}
 	if opts.LeaveRunning {
 		// Every page is read: the tree runs on during the commit.

@@ -44,6 +44,7 @@ type Job struct {
 	// the cgroup v2 group Cgroup.
 	Isolate bool   `json:"isolate,omitempty"`
 	Cgroup  string `json:"cgroup,omitempty"`
+	Veth    string `json:"veth,omitempty"` // --veth HOST_CIDR,CONTAINER_CIDR
 
 	// Policy state (internal/policy): the program's runtime under ckpt run
 	// over all runs of the job, the moving estimate and the newest

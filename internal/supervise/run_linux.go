@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ckpt/ckpt/internal/container"
+	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/policy"
 	"github.com/ckpt/ckpt/internal/proccr"
 	"github.com/ckpt/ckpt/internal/repo"
@@ -48,6 +49,9 @@ type Options struct {
 	// its hostname (default: Name).
 	Isolate  bool
 	Hostname string
+	// Veth gives the container a veth pair to the host:
+	// HOST_CIDR,CONTAINER_CIDR (container.ParseVeth). Empty: loopback only.
+	Veth string
 }
 
 // ErrSupervisor wraps failures of ckpt itself (exit status 125).
@@ -76,9 +80,19 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 	job.Host, job.SupervisorPID = host, os.Getpid()
 	if resume && job.Isolate {
 		o.Isolate = true // the checkpoints are a container's
+		if o.Veth == "" {
+			o.Veth = job.Veth
+		}
 	}
 	var cg *container.Cgroup
+	var veth *image.NetIf
 	if o.Isolate {
+		if o.Veth != "" {
+			if veth, err = container.ParseVeth(o.Name, o.Veth); err != nil {
+				return 0, err
+			}
+		}
+		job.Veth = o.Veth
 		if cg, err = container.CgroupFor(o.Name); err != nil {
 			return 0, fmt.Errorf("%w: --isolate: %v", ErrSupervisor, err)
 		}
@@ -96,7 +110,7 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 	defer signal.Stop(sigs)
 	signal.Ignore(syscall.SIGINT) // the terminal sends it to the program too; it decides
 
-	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now(), cg: cg}
+	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now(), cg: cg, veth: veth}
 	if s.pol.Mode == policy.ModeOff && o.Every > 0 {
 		s.pol.Mode, s.pol.Every = policy.ModeFixed, o.Every
 	}
@@ -136,6 +150,7 @@ type sup struct {
 	runStart    time.Time         // of this run
 	baseRuntime time.Duration     // of earlier runs of the job
 	cg          *container.Cgroup // the container's group (Options.Isolate)
+	veth        *image.NetIf      // its veth pair (Options.Veth)
 }
 
 func (s *sup) save() {
@@ -214,7 +229,7 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 // checkpoint dumps the program; with stop it is killed after the commit.
 func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	t0 := time.Now()
-	res, err := proccr.Dump(ctx, s.r, pid, proccr.DumpOptions{Name: s.o.Name, LeaveRunning: !stop, Container: s.cg})
+	res, err := proccr.Dump(ctx, s.r, pid, proccr.DumpOptions{Name: s.o.Name, LeaveRunning: !stop, Container: s.cg, Veth: s.veth})
 	if err != nil && res == nil {
 		return err
 	}
