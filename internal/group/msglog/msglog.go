@@ -96,6 +96,7 @@ type Process struct {
 	rsnOf    map[[2]uint64]uint64
 	unlogged map[uint64][2]uint64 // RSN -> (sender, SSN) not yet confirmed logged
 	queue    []Msg                // to deliver
+	queued   map[[2]uint64]bool   // (sender, SSN) in queue: a duplicate is dropped without a scan
 
 	// Recovery.
 	recovering bool
@@ -126,7 +127,7 @@ func (p *Process) reset(st State) {
 		p.st.Log[k] = append([]Entry(nil), es...)
 	}
 	p.rsnOf, p.unlogged = map[[2]uint64]uint64{}, map[uint64][2]uint64{}
-	p.queue = nil
+	p.queue, p.queued = nil, map[[2]uint64]bool{}
 }
 
 // Send makes the message to send to to, logging it. It fails with
@@ -149,11 +150,11 @@ func (p *Process) Receive(m Msg) {
 		p.ctl(Ctl{Kind: CtlRSN, To: m.From, SSN: m.SSN, RSN: p.rsnOf[[2]uint64{uint64(m.From), m.SSN}]})
 		return
 	}
-	for _, q := range p.queue {
-		if q.From == m.From && q.SSN == m.SSN {
-			return
-		}
+	k := [2]uint64{uint64(m.From), m.SSN}
+	if p.queued[k] {
+		return
 	}
+	p.queued[k] = true
 	p.queue = append(p.queue, m)
 }
 
@@ -189,6 +190,7 @@ func (p *Process) Next() (Msg, bool) {
 	for len(p.queue) > 0 {
 		m := p.queue[0]
 		p.queue = p.queue[1:]
+		delete(p.queued, [2]uint64{uint64(m.From), m.SSN})
 		if m.SSN <= p.st.Delivered[m.From] {
 			continue
 		}
