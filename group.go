@@ -35,6 +35,8 @@ type GroupConfig struct {
 	// Timeout bounds joining: registering, restoring, connecting to the
 	// peers (default 1 minute).
 	Timeout time.Duration
+	// Trace keeps a CIC rank's events (CICRank.Events).
+	Trace bool
 }
 
 // Rank is a Job's membership in a group: message passing between ranks
@@ -208,55 +210,76 @@ func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
 
 // connect dials every other rank and accepts every other rank's dial.
 func (r *Rank) connect(ctx context.Context, addrs []string) error {
-	n := r.cfg.Size - 1
+	var err error
+	r.out, err = linkPeers(ctx, r.ln, r.cfg.Rank, addrs, r.push)
+	return err
+}
+
+// linkPeers dials every other rank (the links this rank sends on, by
+// rank) and accepts every other rank's dial; what arrives on an accepted
+// link is pushed, ending with an inMsg holding the read error.
+func linkPeers(ctx context.Context, ln net.Listener, self int, addrs []string, push func(inMsg)) ([]*peerLink, error) {
+	size := len(addrs)
+	out := make([]*peerLink, size)
+	n := size - 1
 	accepted := make(chan error, n)
 	go func() {
 		for range n {
-			c, err := r.ln.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				accepted <- err
 				return
 			}
 			f, err := group.ReadFrame(c)
 			from, _, herr := group.ParseHello(f)
-			if err != nil || herr != nil || from < 0 || from >= r.cfg.Size {
+			if err != nil || herr != nil || from < 0 || from >= size {
 				c.Close()
 				accepted <- fmt.Errorf("bad hello from %s", c.RemoteAddr())
 				return
 			}
-			go r.readPeer(from, c)
+			go func() {
+				defer c.Close()
+				for {
+					f, err := group.ReadFrame(c)
+					if err != nil {
+						push(inMsg{from: from, err: err})
+						return
+					}
+					push(inMsg{from: from, f: f})
+				}
+			}()
 			accepted <- nil
 		}
 	}()
 	var d net.Dialer
 	for p, a := range addrs {
-		if p == r.cfg.Rank {
+		if p == self {
 			continue
 		}
 		c, err := d.DialContext(ctx, "tcp", a)
 		if err != nil {
-			return fmt.Errorf("rank %d at %s: %w", p, a, err)
+			return out, fmt.Errorf("rank %d at %s: %w", p, a, err)
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
-		if err := group.WriteFrame(c, group.Hello(r.cfg.Rank, "")); err != nil {
+		if err := group.WriteFrame(c, group.Hello(self, "")); err != nil {
 			c.Close()
-			return err
+			return out, err
 		}
-		r.out[p] = &peerLink{c: c}
+		out[p] = &peerLink{c: c}
 	}
 	for range n {
 		select {
 		case err := <-accepted:
 			if err != nil {
-				return err
+				return out, err
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return out, ctx.Err()
 		}
 	}
-	return nil
+	return out, nil
 }
 
 func (r *Rank) push(m inMsg) {
@@ -266,18 +289,6 @@ func (r *Rank) push(m inMsg) {
 	select {
 	case r.notify <- struct{}{}:
 	default:
-	}
-}
-
-func (r *Rank) readPeer(from int, c net.Conn) {
-	defer c.Close()
-	for {
-		f, err := group.ReadFrame(c)
-		if err != nil {
-			r.push(inMsg{from: from, err: err})
-			return
-		}
-		r.push(inMsg{from: from, f: f})
 	}
 }
 

@@ -1,0 +1,370 @@
+package ckpt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ckpt/ckpt/internal/group"
+	"github.com/ckpt/ckpt/internal/group/cic"
+)
+
+// cicStateName is the object a CIC rank's checkpoint index is saved in,
+// with the protected values.
+const cicStateName = "group.cic"
+
+// CICState is what a CIC rank saves with each checkpoint: the
+// checkpoint's index and whether the protocol forced it.
+type CICState struct {
+	Index  uint64
+	Forced bool
+}
+
+// CICEvent is one event of a CIC rank, kept when GroupConfig.Trace is set
+// (a trace for the recovery-line tool, docs/GROUP.md).
+type CICEvent struct {
+	Kind   string // "ckpt", "send" or "recv"
+	Peer   int    // send: the destination; recv: the sender
+	Seq    uint64 // send, recv: the message's number on its (sender, receiver) channel, from 1
+	Index  uint64 // ckpt: the checkpoint's index; send, recv: the piggybacked index
+	Forced bool   // ckpt: forced by the protocol, not asked for by the program
+}
+
+// CICRank is a Job's membership in a group with communication-induced
+// checkpointing, index-based (Briatico, Ciuffoletti and Simoncini): the
+// rank checkpoints when its program asks (Checkpoint: a basic checkpoint,
+// on its own, with no coordination), every message carries the sender's
+// checkpoint index, and a message with a higher index than the receiver's
+// makes the receiver take a forced checkpoint with that index before the
+// message is delivered. Then, for each index i, every rank's first
+// checkpoint with an index of at least i together make a consistent global
+// checkpoint (no orphan message): no checkpoint is useless and there is no
+// domino effect (docs/GROUP.md; CICLine).
+//
+// The coordinator only introduces the ranks to each other and runs the
+// final barrier (a coordinator in Logged mode). A CICRank is used by one
+// goroutine.
+type CICRank struct {
+	job *Job
+	cfg GroupConfig
+	ctl *group.Conn
+	ln  net.Listener
+	out []*peerLink
+	p   cic.Process
+	st  *CICState // protected as cicStateName
+
+	mu     sync.Mutex
+	in     []inMsg
+	notify chan struct{}
+	ctlCh  chan group.Wire
+
+	sent, recvd   []uint64 // messages per destination, per sender
+	basic, forced int
+	events        []CICEvent
+
+	done, exiting bool
+	err           error
+}
+
+// JoinCIC joins the group as a CIC rank. Protect every value before; do
+// not call the Job's Checkpoint or Restore (use CICRank.Checkpoint). The
+// job's checkpoints are all kept: the recovery line may need older ones.
+func (j *Job) JoinCIC(ctx context.Context, cfg GroupConfig) (*CICRank, error) {
+	if cfg.Size <= 0 || cfg.Rank < 0 || cfg.Rank >= cfg.Size {
+		return nil, fmt.Errorf("JoinCIC: rank %d of %d", cfg.Rank, cfg.Size)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Node == "" {
+		cfg.Node, _ = os.Hostname()
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	j.mu.Lock()
+	j.opts.keep = 0
+	j.mu.Unlock()
+	r := &CICRank{job: j, cfg: cfg, st: &CICState{}, notify: make(chan struct{}, 1), ctlCh: make(chan group.Wire, 64),
+		sent: make([]uint64, cfg.Size), recvd: make([]uint64, cfg.Size)}
+	if err := j.Protect(cicStateName, r.st); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			r.Close()
+		}
+	}()
+	var err error
+	if r.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("JoinCIC: listening for peers: %w", err)
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = r.ln.Addr().String()
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", cfg.Coordinator)
+	if err != nil {
+		return nil, fmt.Errorf("JoinCIC: connecting to the coordinator: %w", err)
+	}
+	r.ctl = group.NewConn(c)
+	if err := r.ctl.Send(group.Wire{Type: group.MsgHello, Group: cfg.Group, Rank: cfg.Rank, Size: cfg.Size, Addr: adv, Node: cfg.Node}); err != nil {
+		return nil, fmt.Errorf("JoinCIC: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	var w group.Wire
+	for err == nil && w.Type != group.MsgPeers {
+		w, err = r.ctl.Recv()
+		if err == nil && w.Type == group.MsgFailed {
+			err = errors.New(w.Error)
+		}
+	}
+	if err == nil && len(w.Peers) != cfg.Size {
+		err = fmt.Errorf("%d peers for %d ranks", len(w.Peers), cfg.Size)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("JoinCIC: registering with the coordinator: %w", err)
+	}
+	stop()
+	c.SetDeadline(time.Time{})
+	if r.out, err = linkPeers(ctx, r.ln, cfg.Rank, w.Peers, r.push); err != nil {
+		return nil, fmt.Errorf("JoinCIC: connecting to the other ranks: %w", err)
+	}
+	go func() {
+		for {
+			w, err := r.ctl.Recv()
+			if err != nil {
+				r.ctlCh <- group.Wire{Type: "closed", Error: err.Error()}
+				return
+			}
+			r.ctlCh <- w
+		}
+	}()
+	ok = true
+	return r, nil
+}
+
+func (r *CICRank) push(m inMsg) {
+	r.mu.Lock()
+	r.in = append(r.in, m)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// ID is the rank's number; Size the group's.
+func (r *CICRank) ID() int   { return r.cfg.Rank }
+func (r *CICRank) Size() int { return r.cfg.Size }
+
+// Index is the index of the rank's last checkpoint (0: none yet).
+func (r *CICRank) Index() uint64 { return r.p.Index() }
+
+// Checkpoints counts the rank's basic and forced checkpoints.
+func (r *CICRank) Checkpoints() (basic, forced int) { return r.basic, r.forced }
+
+// Events returns the rank's events so far (GroupConfig.Trace).
+func (r *CICRank) Events() []CICEvent { return append([]CICEvent(nil), r.events...) }
+
+// Checkpoint takes a basic checkpoint: the protected values and the new
+// index, written before it returns.
+func (r *CICRank) Checkpoint(ctx context.Context) error {
+	if r.err != nil {
+		return r.err
+	}
+	if err := r.take(ctx, r.p.Checkpoint(), false); err != nil {
+		return err
+	}
+	r.basic++
+	return nil
+}
+
+func (r *CICRank) take(ctx context.Context, index uint64, forced bool) error {
+	*r.st = CICState{Index: index, Forced: forced}
+	err := r.job.Checkpoint(ctx)
+	if err == nil {
+		err = r.job.Wait()
+	}
+	if err != nil {
+		// The index has moved on without a checkpoint behind it: the
+		// rank cannot keep the protocol's promise any more.
+		r.err = fmt.Errorf("CIC rank %d: checkpoint of index %d: %w", r.cfg.Rank, index, err)
+		return r.err
+	}
+	if r.cfg.Trace {
+		r.events = append(r.events, CICEvent{Kind: "ckpt", Index: index, Forced: forced})
+	}
+	return nil
+}
+
+// Send sends data to rank to with the rank's checkpoint index (FIFO per
+// pair of ranks). It does not wait for the receiver.
+func (r *CICRank) Send(to int, data []byte) error {
+	if r.err != nil {
+		return r.err
+	}
+	if to < 0 || to >= r.cfg.Size || to == r.cfg.Rank {
+		return fmt.Errorf("send to rank %d: no such peer", to)
+	}
+	if len(data) > group.MaxMessage {
+		return fmt.Errorf("send to rank %d: %d bytes exceed %d", to, len(data), group.MaxMessage)
+	}
+	ix := r.p.Send()
+	l := r.out[to]
+	l.mu.Lock()
+	err := group.WriteFrame(l.c, group.Frame{Kind: group.FrameData, Snap: ix, Data: data})
+	l.mu.Unlock()
+	if err != nil {
+		r.err = fmt.Errorf("%w: sending to rank %d: %v", ErrGroupLost, to, err)
+		return r.err
+	}
+	r.sent[to]++
+	if r.cfg.Trace {
+		r.events = append(r.events, CICEvent{Kind: "send", Peer: to, Seq: r.sent[to], Index: ix})
+	}
+	return nil
+}
+
+// Recv waits for the next message; when its index is higher than the
+// rank's, the rank takes a forced checkpoint first.
+func (r *CICRank) Recv(ctx context.Context) (from int, data []byte, err error) {
+	from, data, ok, err := r.step(ctx, true)
+	if err == nil && !ok {
+		err = ctx.Err()
+	}
+	return from, data, err
+}
+
+// TryRecv returns the next message if one has arrived (ok false if not).
+func (r *CICRank) TryRecv(ctx context.Context) (from int, data []byte, ok bool, err error) {
+	return r.step(ctx, false)
+}
+
+// Done says this rank has finished and waits until every rank is done,
+// then leaves the group. A message that arrives meanwhile is an error.
+func (r *CICRank) Done(ctx context.Context) error {
+	if r.err != nil {
+		return r.err
+	}
+	if err := r.ctl.Send(group.Wire{Type: group.MsgDone, Rank: r.cfg.Rank}); err != nil {
+		return fmt.Errorf("%w: %v", ErrGroupLost, err)
+	}
+	r.done = true
+	for !r.exiting {
+		from, _, ok, err := r.step(ctx, true)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("message from rank %d after Done", from)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return r.Close()
+}
+
+// Close leaves the group at once.
+func (r *CICRank) Close() error {
+	if r.ctl != nil {
+		r.ctl.Close()
+	}
+	if r.ln != nil {
+		r.ln.Close()
+	}
+	for _, l := range r.out {
+		if l != nil {
+			l.c.Close()
+		}
+	}
+	return nil
+}
+
+func (r *CICRank) step(ctx context.Context, wait bool) (int, []byte, bool, error) {
+	for {
+		if r.err != nil {
+			return 0, nil, false, r.err
+		}
+		select {
+		case w := <-r.ctlCh:
+			r.handleCtl(w)
+			continue
+		default:
+		}
+		r.mu.Lock()
+		var m inMsg
+		have := len(r.in) > 0
+		if have {
+			m = r.in[0]
+			r.in = r.in[1:]
+		}
+		r.mu.Unlock()
+		if have {
+			if m.err != nil {
+				if !r.exiting && !r.done {
+					r.err = fmt.Errorf("%w: rank %d: %v", ErrGroupLost, m.from, m.err)
+				}
+				continue
+			}
+			if m.f.Kind != group.FrameData {
+				continue
+			}
+			if r.p.Receive(m.f.Snap) {
+				// Delivering the message would make the rank's current
+				// interval depend on a later one of the sender's: close
+				// it with a checkpoint of the sender's index first.
+				if err := r.take(ctx, r.p.Index(), true); err != nil {
+					return 0, nil, false, err
+				}
+				r.forced++
+			}
+			r.recvd[m.from]++
+			if r.cfg.Trace {
+				r.events = append(r.events, CICEvent{Kind: "recv", Peer: m.from, Seq: r.recvd[m.from], Index: m.f.Snap})
+			}
+			return m.from, m.f.Data, true, nil
+		}
+		if !wait || r.exiting {
+			return 0, nil, false, nil
+		}
+		select {
+		case w := <-r.ctlCh:
+			r.handleCtl(w)
+		case <-r.notify:
+		case <-ctx.Done():
+			return 0, nil, false, nil
+		}
+	}
+}
+
+func (r *CICRank) handleCtl(w group.Wire) {
+	switch w.Type {
+	case "closed":
+		if !r.exiting {
+			r.err = fmt.Errorf("%w: coordinator: %s", ErrGroupLost, w.Error)
+		}
+	case group.MsgExit:
+		if w.Error != "" && !r.done {
+			r.err = fmt.Errorf("%w: %s", ErrGroupLost, w.Error)
+			return
+		}
+		r.exiting = true
+	}
+}
+
+// CICLine returns the consistent global checkpoint of index i given each
+// rank's checkpoint indexes in order: for each rank, the position of its
+// first checkpoint with an index of at least i (-1: none; its current
+// state belongs to the line). The most recent line a whole group can
+// restart from is i = the smallest of the ranks' last indexes.
+func CICLine(indexes [][]uint64, i uint64) []int { return cic.Line(indexes, i) }
