@@ -319,3 +319,51 @@ c = socket.create_connection(("10.231.77.2", 7771), timeout=10); print(c.recv(10
 		t.Fatalf("job at the end: %+v", n)
 	}
 }
+
+// TestContainerCrashRestore kills a container's PID 1 (which takes the
+// whole PID namespace with it) after a checkpoint: ckpt run restores the
+// container by itself, once the dying processes have left the cgroup, and
+// the worker ends with the output of an uninterrupted run and one PID.
+func TestContainerCrashRestore(t *testing.T) {
+	requireRoot(t)
+	name := fmt.Sprintf("crash-%d", os.Getpid())
+	requireCgroup2(t, name)
+	ctr := proctest.Build(t, "ctr", false)
+	dir := t.TempDir()
+	repoDir, out := filepath.Join(dir, "repo"), filepath.Join(dir, "out")
+	const iters = 120
+	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--backoff", "10ms",
+		"--", "/bin/sh", "-c", fmt.Sprintf("%s %s %d & wait", ctr, out, iters))
+	sup.Stderr = os.Stderr
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "the worker to be a quarter through", func() bool { return lineCount(out) > iters/4 })
+	sup.Process.Signal(syscall.SIGUSR1)
+	var j psJob
+	waitFor(t, "a checkpoint", func() bool { j = psJobs(t, repoDir)[name]; return j.Checkpoints == 1 })
+	waitFor(t, "more output after the checkpoint", func() bool { return lineCount(out) > iters/2 })
+	if err := syscall.Kill(j.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Wait(); err != nil {
+		t.Fatalf("ckpt run after the crash: %v", err)
+	}
+	if j = psJobs(t, repoDir)[name]; j.State != "done" || j.Restarts != 1 {
+		t.Fatalf("job at the end: %+v", j)
+	}
+	got := readCtr(t, out)
+	var want []string
+	x := uint64(7)
+	for i := 0; i < iters; i++ {
+		x = x * 48271 % 2147483647
+		want = append(want, fmt.Sprintf("%d %d", i, x))
+	}
+	if strings.Join(got.lines, "\n") != strings.Join(want, "\n") || !got.finished {
+		t.Fatalf("output after the crash and restore differs from an uninterrupted run (%d lines)", len(got.lines))
+	}
+	if len(got.pids) != 1 || len(got.hosts) != 1 || !got.hosts[name] || got.back {
+		t.Fatalf("after the restore: pids %v, hostnames %v, clock backwards %v", got.pids, got.hosts, got.back)
+	}
+}
