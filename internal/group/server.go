@@ -280,12 +280,16 @@ func (s *Server) handle(ctx context.Context, ev event) {
 			delete(s.conns, r)
 			s.log.Info("rank went away", "rank", r)
 			s.core.Down(r)
-			if len(s.done) > 0 && !s.done[r] && !s.cfg.Logged {
-				// Ranks waiting in Done rely on the coordinator to learn
-				// that the group is lost.
+			if s.peersSent && !s.done[r] && !s.cfg.Logged {
+				// A coordinated group restarts as a whole: tell the others
+				// (ranks waiting in Done, and `ckpt run --group` members,
+				// which see no peer links, rely on it).
 				for _, c := range s.conns {
 					c.Send(Wire{Type: MsgExit, Error: fmt.Sprintf("rank %d went away before it was done", r)})
 				}
+			}
+			if len(s.conns) == 0 {
+				s.peersSent = false // the next ranks to register are a new start of the group
 			}
 		}
 	case "persisted":
@@ -323,6 +327,7 @@ func (s *Server) handle(ctx context.Context, ev event) {
 				return
 			}
 			st, _ := json.Marshal(w.Channels)
+			s.log.Debug("rank prepared", "rank", r, "round", w.Round, "checkpoint", w.Checkpoint)
 			s.core.Prepared(r, w.Round, coord.Vote{Checkpoint: w.Checkpoint, Node: w.Node, State: st})
 		case MsgFailed:
 			if r >= 0 {
