@@ -69,6 +69,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	var o supervise.Options
 	var every string
 	var pf runPolicyFlags
+	var gf groupRunFlags
 	c := &cobra.Command{
 		Use:   "run [--name NAME] [--every DURATION|auto|young] [--mtbf D] [--deadline T] [--preempt-url URL] [--keep N] -- CMD [ARGS...]",
 		Short: "Run a program under ckpt: periodic checkpoints, restart after crashes",
@@ -108,6 +109,11 @@ not start itself. 'ckpt ps' lists jobs.`,
 			ctx := cmd.Context()
 			if err := pf.apply(&o, every); err != nil {
 				return err
+			}
+			if gf.group != "" {
+				o.Command = args
+				o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
+				return runGroupMember(ctx, g, o, gf, o.Name != "")
 			}
 			o.Resume = o.Name != ""
 			if o.Name == "" {
@@ -159,6 +165,7 @@ not start itself. 'ckpt ps' lists jobs.`,
 	c.Flags().IntVar(&o.MaxRestarts, "max-restarts", 5, "crashes to recover from before giving up")
 	c.Flags().DurationVar(&o.Backoff, "backoff", time.Second, "wait before the first restore after a crash (doubles each time)")
 	pf.addFlags(c)
+	gf.addFlags(c)
 	return c
 }
 
