@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,4 +259,93 @@ func TestAgentsLostPartnerAndDurable(t *testing.T) {
 		t.Fatalf("after losing every agent: got %s (seq %d) from %s, want %s (seq %d, the newest at L4) from durable", res.ID, res.Seq, res.Level, infos[1].ID, infos[1].Seq)
 	}
 	wantCode(t, runCkpt(t, loc, "verify", "job"), exitOK, "verify after the durable copy")
+}
+
+// TestErasurePeersCutOff: two agents are cut off (SIGSTOP: their
+// connections stay open and nothing moves, as in a partition) while the
+// checkpoint's fragments are on their way. The node gives them up after
+// the stall timeout instead of waiting forever, the four reachable nodes
+// still get their fragments (a stalled peer must not hold the others up
+// until they give the node up in turn), the checkpoint is not complete at
+// L3 meanwhile, and once the agents are back the retry completes it.
+func TestErasurePeersCutOff(t *testing.T) {
+	procs := startAgents(t, 6, map[string]any{
+		"erasure": map[string]any{"every": 1, "k": 4, "m": 2, "stripe_kib": 64},
+		"retry":   map[string]any{"backoff_ms": 200, "max_backoff_ms": 500},
+	}, map[string]any{"limits": map[string]any{"stall_timeout_ms": 1500}})
+	t.Setenv(backend.AgentTokenEnv, agentTok)
+	loc := "agent://" + procs[0].addr + "/sim"
+	ctx := context.Background()
+	n0 := agentClient(t, procs[0])
+
+	j, err := ckpt.Open("job", ckpt.WithLocation(loc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := make([]byte, 96<<20)
+	rnd := rand.New(rand.NewPCG(3, 3))
+	for i := 0; i+8 <= len(state); i += 8 {
+		v := rnd.Uint64()
+		for k := range 8 {
+			state[i+k] = byte(v >> (8 * k))
+		}
+	}
+	j.Protect("state", state)
+	errsBefore := metric(t, procs[0], "ckpt_agent_flush_errors_total")
+	if err := j.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !(inFlight(procs[4]) && inFlight(procs[5])) {
+		if time.Now().After(deadline) {
+			t.Fatal("the fragments never reached n4 and n5")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stopped := time.Now()
+	cont := func() {
+		for _, p := range procs[4:] {
+			p.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	for _, p := range procs[4:] {
+		p.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+	defer cont()
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := j.LastCommit()
+	for metric(t, procs[0], "ckpt_agent_flush_errors_total") == errsBefore {
+		if time.Now().After(deadline) {
+			t.Fatal("n0 still waits on the cut-off agents")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	gaveUp := time.Since(stopped)
+	r, err := levels.LoadRecord(ctx, n0, info.ID, levels.Erasure)
+	if err != nil || r.Complete {
+		t.Fatalf("L3 record with two fragments cut off: %+v %v", r, err)
+	}
+	for i, f := range r.Fragments {
+		if f.OK != (i < 4) {
+			t.Fatalf("fragment %d on %s stored: %v (want the four reachable nodes only): %s", i, f.Node, f.OK, r.Error)
+		}
+	}
+	if strings.Count(r.Error, "no progress") != 2 {
+		t.Fatalf("the level record does not say the two peers stalled: %q", r.Error)
+	}
+	t.Logf("n0 gave the cut-off peers up %v after they stopped: %s", gaveUp.Round(time.Millisecond), r.Error)
+	cont()
+	// The retry (backoff 200 ms) completes the level.
+	for {
+		r, err := levels.LoadRecord(ctx, n0, info.ID, levels.Erasure)
+		if err == nil && r.Complete {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not complete at L3 after the agents came back: %+v %v", r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -218,7 +219,7 @@ func TestAgentProcessesKilled(t *testing.T) {
 
 // startAgents starts n agent processes (n0, n1, …), each other's peers,
 // serving group "sim" with agentTok and the levels policy levels.
-func startAgents(t *testing.T, n int, levels map[string]any) []*agentProc {
+func startAgents(t *testing.T, n int, levels map[string]any, extra ...map[string]any) []*agentProc {
 	t.Helper()
 	dir := t.TempDir()
 	tokFile := filepath.Join(dir, "tok")
@@ -234,11 +235,15 @@ func startAgents(t *testing.T, n int, levels map[string]any) []*agentProc {
 				peers[q.name] = q.addr
 			}
 		}
-		b, _ := json.Marshal(map[string]any{
+		cfg := map[string]any{
 			"listen": p.addr, "data_dir": p.dir, "node": p.name, "peers": peers,
 			"groups": map[string]any{"sim": map[string]string{"token_file": tokFile}},
 			"levels": levels,
-		})
+		}
+		for _, e := range extra {
+			maps.Copy(cfg, e)
+		}
+		b, _ := json.Marshal(cfg)
 		p.cfg = filepath.Join(dir, p.name+".json")
 		os.WriteFile(p.cfg, b, 0o600)
 		p.start(t)

@@ -110,6 +110,11 @@ type LimitsConfig struct {
 	// MaxQueue bounds the flush jobs held in memory; more wait on disk
 	// and are found by a scan of the store. Default 1024.
 	MaxQueue int `json:"max_queue,omitempty"`
+	// StallTimeoutMS gives up a transfer (to or from a peer or a client)
+	// that moved no byte for this long: a node cut off by a partition
+	// drops no connection. An upload to this agent may pause twice as
+	// long. Default 60000.
+	StallTimeoutMS int `json:"stall_timeout_ms,omitempty"`
 }
 
 // LoadConfig reads a config file.
@@ -266,7 +271,7 @@ func (c *Config) Validate() error {
 	} else if rc.MaxBackoffMS > 0 && rc.BackoffMS > rc.MaxBackoffMS {
 		bad("levels.retry: backoff_ms %d is larger than max_backoff_ms %d", rc.BackoffMS, rc.MaxBackoffMS)
 	}
-	if c.Limits.MaxBlobMiB < 0 || c.Limits.MaxInflight < 0 || c.Limits.MaxQueue < 0 {
+	if c.Limits.MaxBlobMiB < 0 || c.Limits.MaxInflight < 0 || c.Limits.MaxQueue < 0 || c.Limits.StallTimeoutMS < 0 {
 		bad("limits: must not be negative")
 	}
 	if len(errs) > 0 {
@@ -293,6 +298,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxQueue == 0 {
 		c.Limits.MaxQueue = 1024
+	}
+	if c.Limits.StallTimeoutMS == 0 {
+		c.Limits.StallTimeoutMS = int(backend.DefaultAgentStallTimeout / time.Millisecond)
 	}
 	return nil
 }

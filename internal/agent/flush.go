@@ -483,7 +483,7 @@ func (s *Server) toErasure(ctx context.Context, g *group, id string, local *leve
 	}
 	ok, err := levels.Encode(ctx, levels.EncodeInput{
 		Src: g.store, ID: id, Chunks: local.Chunks, Seq: local.Seq, Time: local.Time,
-		K: ec.K, M: ec.M, Stripe: ec.StripeKiB << 10,
+		K: ec.K, M: ec.M, Stripe: ec.StripeKiB << 10, Stall: s.stall,
 	}, sinks)
 	rec := &levels.Record{K: ec.K, M: ec.M, Where: strings.Join(nodes, ",")}
 	for i, n := range nodes {

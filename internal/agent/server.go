@@ -32,6 +32,7 @@ type Server struct {
 	met     *metrics
 	sem     chan struct{} // one slot per blob body held in memory
 	maxBlob int64
+	stall   time.Duration // limits.stall_timeout_ms
 	flush   *flusher
 	mux     *http.ServeMux
 
@@ -69,8 +70,14 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		met:     newMetrics(),
 		sem:     make(chan struct{}, cfg.Limits.MaxInflight),
 		maxBlob: int64(cfg.Limits.MaxBlobMiB) << 20,
+		stall:   time.Duration(cfg.Limits.StallTimeoutMS) * time.Millisecond,
 		LockTTL: 30 * time.Second,
 	}
+	if s.stall <= 0 {
+		s.stall = backend.DefaultAgentStallTimeout
+	}
+	// The agent's own transfers to its peers give up a stalled peer alike.
+	backend.SetAgentStallTimeout(s.stall)
 	if err := os.MkdirAll(cfg.DataDir, backend.DirMode); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
@@ -110,7 +117,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Serve serves on ln and runs the flusher until ctx ends, then shuts down
 // (waiting up to 5 s for requests in flight).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	// Connections that never sent a request (a client's spare dial) would
 	// hold Shutdown for 5 s: they are closed at once.
 	var cmu sync.Mutex
@@ -226,18 +233,68 @@ func (s *Server) authed(h func(http.ResponseWriter, *http.Request, *group)) http
 			httpError(rec, http.StatusUnauthorized, "bad_token", "wrong token for group %q", name)
 			return
 		}
+		// A client that stops sending or reading (cut off, frozen) is
+		// given up after the stall timeout instead of holding a request,
+		// an in-flight slot and its files forever. The deadlines are
+		// refreshed at every read and write and cleared at the end: the
+		// server does not reset them for the connection's next request.
+		// A body may pause for twice as long: its sender may be held up
+		// by another, stalled peer (erasure coding feeds all fragments in
+		// step) and gives that one up after one stall timeout; the
+		// healthy peers must not give up the sender first.
+		rec.rc, rec.stall = http.NewResponseController(w), s.stall
+		if r.ContentLength != 0 && r.Body != nil {
+			// On a copy: the server inspects the original request's Body
+			// to decide how to finish an unread one.
+			r2 := *r
+			r2.Body = &stallBody{ReadCloser: r.Body, rc: rec.rc, stall: 2 * s.stall}
+			r = &r2
+		}
 		h(rec, r, g)
+		rec.rc.SetReadDeadline(time.Time{})
+		rec.rc.SetWriteDeadline(time.Time{})
 	}
 }
 
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	rc     *http.ResponseController
+	stall  time.Duration
 }
 
 func (r *statusRecorder) WriteHeader(code int) { r.status = code; r.ResponseWriter.WriteHeader(code) }
 
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	if r.rc != nil {
+		r.rc.SetWriteDeadline(time.Now().Add(r.stall))
+	}
+	return r.ResponseWriter.Write(p)
+}
+
+// stallBody refreshes the connection's read deadline before every read of
+// a request body.
+type stallBody struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.stall))
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		// The server reads the connection in the background once the body
+		// is done (to notice a client going away): no deadline for that.
+		b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
 func (r *statusRecorder) Flush() {
+	if r.rc != nil {
+		r.rc.SetWriteDeadline(time.Now().Add(r.stall))
+	}
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -130,10 +130,24 @@ func AgentTokenFromEnv(tokenFile string) (string, error) {
 // agentTransport is shared by all clients: connections to an agent are
 // reused across backends.
 var agentTransport = &http.Transport{
-	Proxy:               nil, // agents are on the cluster network, never behind a proxy
-	DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	Proxy: nil, // agents are on the cluster network, never behind a proxy
+	DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := agentDialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return stallConn{c}, nil
+	},
 	MaxIdleConnsPerHost: 64,
 	IdleConnTimeout:     90 * time.Second,
+}
+
+var agentDialer = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+
+// longPoll bounds one server-side wait (flush/wait, gc's lock wait) well
+// under the stall timeout: the connection is silent while the agent waits.
+func longPoll(wait time.Duration) time.Duration {
+	return max(min(wait, AgentStallTimeout()/2), time.Millisecond)
 }
 
 // NewAgent returns a client for group at host:port without contacting it.
@@ -174,12 +188,31 @@ func (a *Agent) Token() string { return a.token }
 
 func (a *Agent) Location() string { return "agent://" + a.host + "/" + a.group }
 
-// do sends one request; path is relative to the group's base URL.
+// do sends one request; path is relative to the group's base URL. The
+// request is given up (a StallError) when the agent takes no byte for the
+// stall timeout (stallConn), sends no answer within it once the body is
+// sent, or pauses the answer's body for as long.
 func (a *Agent) do(ctx context.Context, method, path string, body io.Reader, length int64) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, body)
+	rctx, cancel := context.WithCancelCause(ctx)
+	w := &stallWatch{cancel: cancel, stall: AgentStallTimeout(), addr: a.host}
+	var getBody func() (io.ReadCloser, error)
+	if br, ok := body.(*bytes.Reader); ok {
+		// Kept replayable: the transport resends a request whose pooled
+		// connection turned out to be closed.
+		snap := *br
+		getBody = func() (io.ReadCloser, error) { r := snap; return io.NopCloser(&sendWatch{r: &r, w: w}), nil }
+	}
+	if body != nil {
+		body = &sendWatch{r: body, w: w}
+	} else {
+		w.arm()
+	}
+	req, err := http.NewRequestWithContext(rctx, method, a.base+path, body)
 	if err != nil {
+		cancel(nil)
 		return nil, err
 	}
+	req.GetBody = getBody
 	if length >= 0 {
 		req.ContentLength = length
 	}
@@ -188,12 +221,20 @@ func (a *Agent) do(ctx context.Context, method, path string, body io.Reader, len
 		req.Header.Set(AgentOriginHeader, a.Origin)
 	}
 	resp, err := a.c.Do(req)
+	w.disarm()
 	if err != nil {
+		cause := context.Cause(rctx)
+		cancel(nil)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		var se *StallError
+		if errors.As(cause, &se) {
+			err = se
+		}
 		return nil, fmt.Errorf("%s: %w", a.Location(), err)
 	}
+	resp.Body = &recvWatch{rc: resp.Body, w: w, ctx: rctx}
 	return resp, nil
 }
 
@@ -639,6 +680,16 @@ func (a *Agent) Committed(ctx context.Context, id string, body any) error {
 // (checkpoints, chunks, removed, removed_bytes). A store in use past wait
 // gives an error wrapping ErrLocked.
 func (a *Agent) GC(ctx context.Context, wait time.Duration, res any) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := a.gc(ctx, longPoll(time.Until(deadline)), res)
+		if !errors.Is(err, ErrLocked) || time.Until(deadline) <= 0 {
+			return err
+		}
+	}
+}
+
+func (a *Agent) gc(ctx context.Context, wait time.Duration, res any) error {
 	resp, err := a.do(ctx, http.MethodPost, "/gc?timeout_ms="+strconv.FormatInt(wait.Milliseconds(), 10), nil, 0)
 	if err != nil {
 		return err
@@ -677,6 +728,16 @@ func (a *Agent) GetJSON(ctx context.Context, path string, v any) error {
 // tests and 'ckpt agent flush --wait'). The agent answers when idle or
 // after wait; it returns the number of jobs left.
 func (a *Agent) WaitIdle(ctx context.Context, wait time.Duration) (int, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		n, err := a.waitIdle(ctx, longPoll(time.Until(deadline)))
+		if err != nil || n == 0 || time.Until(deadline) <= 0 {
+			return n, err
+		}
+	}
+}
+
+func (a *Agent) waitIdle(ctx context.Context, wait time.Duration) (int, error) {
 	resp, err := a.do(ctx, http.MethodPost, "/flush/wait?timeout_ms="+strconv.FormatInt(wait.Milliseconds(), 10), nil, 0)
 	if err != nil {
 		return 0, err

@@ -104,6 +104,10 @@ type EncodeInput struct {
 	Time   time.Time
 	K, M   int
 	Stripe int // shard bytes per stripe (upper bound)
+	// Stall, when positive, drops a fragment whose sink takes none of a
+	// stripe for this long: the fragments are fed in step, so a peer that
+	// stalled (cut off, frozen) would otherwise hold every other up.
+	Stall time.Duration
 }
 
 func shardSum(set string, index int, stripe int64, shard []byte) [32]byte {
@@ -175,6 +179,7 @@ func Encode(ctx context.Context, in EncodeInput, sinks []FragmentSink) ([]bool, 
 
 	// One streaming upload per fragment.
 	pws := make([]*io.PipeWriter, n)
+	heads := make([][]byte, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
@@ -201,10 +206,9 @@ func Encode(ctx context.Context, in EncodeInput, sinks []FragmentSink) ([]bool, 
 		pre.Write(hj)
 		sum := blake3.Sum256(hj)
 		pre.Write(sum[:])
-		if _, err := pw.Write(pre.Bytes()); err != nil {
-			pws[i] = nil
-		}
+		heads[i] = pre.Bytes()
 	}
+	feed(pws, in.Stall, func(i int) [][]byte { return [][]byte{heads[i]} })
 	pack := io.MultiReader(bytes.NewReader(index.Bytes()), &blobReader{ctx: ctx, be: in.Src, names: in.Chunks, sizes: sizes})
 	pack = bufio.NewReaderSize(pack, 1<<20)
 	buf := make([]byte, int64(n)*stripe)
@@ -225,21 +229,13 @@ func Encode(ctx context.Context, in EncodeInput, sinks []FragmentSink) ([]bool, 
 			encErr = fmt.Errorf("erasure: %w", err)
 			break
 		}
-		alive := 0
+		sums := make([][32]byte, n)
 		for i, pw := range pws {
-			if pw == nil {
-				continue
+			if pw != nil {
+				sums[i] = shardSum(hdr.Set, i, s, shards[i])
 			}
-			sum := shardSum(hdr.Set, i, s, shards[i])
-			if _, err := pw.Write(shards[i]); err == nil {
-				_, err = pw.Write(sum[:])
-				if err == nil {
-					alive++
-					continue
-				}
-			}
-			pws[i] = nil
 		}
+		alive := feed(pws, in.Stall, func(i int) [][]byte { return [][]byte{shards[i], sums[i][:]} })
 		if alive < in.K {
 			encErr = fmt.Errorf("erasure: fewer than k=%d fragments can still be stored", in.K)
 			break
@@ -262,17 +258,85 @@ func Encode(ctx context.Context, in EncodeInput, sinks []FragmentSink) ([]bool, 
 	var failed []string
 	for i := range ok {
 		ok[i] = errs[i] == nil && encErr == nil
-		if errs[i] != nil {
+		if errs[i] != nil && (encErr == nil || !errors.Is(errs[i], encErr)) {
 			failed = append(failed, fmt.Sprintf("fragment %d: %v", i, errs[i]))
 		}
 	}
 	if encErr != nil {
+		if len(failed) > 0 {
+			encErr = fmt.Errorf("%w: %s", encErr, strings.Join(failed, "; "))
+		}
 		return ok, encErr
 	}
 	if len(failed) > 0 {
 		return ok, fmt.Errorf("erasure: %d of %d fragments not stored: %s", len(failed), n, strings.Join(failed, "; "))
 	}
 	return ok, nil
+}
+
+// feed writes parts(i) to every live fragment stream at once and waits
+// for all of them. A stream that has not taken its parts within stall (0:
+// no limit) is closed with an error and dropped, so that a stalled peer
+// holds the others up for one stall timeout at most, whatever the number
+// of stalled peers. Dropped streams become nil; it returns how many live.
+func feed(pws []*io.PipeWriter, stall time.Duration, parts func(i int) [][]byte) int {
+	var (
+		mu     sync.Mutex
+		done   = make([]bool, len(pws))
+		failed = make([]bool, len(pws))
+		wg     sync.WaitGroup
+	)
+	for i, pw := range pws {
+		if pw == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, p := range parts(i) {
+				if _, err := pw.Write(p); err != nil {
+					mu.Lock()
+					failed[i] = true
+					mu.Unlock()
+					return
+				}
+			}
+			mu.Lock()
+			done[i] = true
+			mu.Unlock()
+		}()
+	}
+	if stall > 0 {
+		all := make(chan struct{})
+		go func() { wg.Wait(); close(all) }()
+		t := time.NewTimer(stall)
+		select {
+		case <-all:
+			t.Stop()
+		case <-t.C:
+			mu.Lock()
+			for i, pw := range pws {
+				if pw != nil && !done[i] && !failed[i] {
+					failed[i] = true
+					pw.CloseWithError(fmt.Errorf("fragment %d: no progress for %v (the peer stalled or the network is cut off)", i, stall))
+				}
+			}
+			mu.Unlock()
+			<-all // a closed pipe ends its writer at once
+		}
+	} else {
+		wg.Wait()
+	}
+	alive := 0
+	for i := range pws {
+		if pws[i] != nil && failed[i] {
+			pws[i] = nil
+		}
+		if pws[i] != nil {
+			alive++
+		}
+	}
+	return alive
 }
 
 func errOr(err, def error) error {
