@@ -49,19 +49,24 @@ type migrateJSON struct {
 	FrozenMS    float64             `json:"frozen_ms"`
 	TotalMS     float64             `json:"total_ms"`
 	RestoreMS   float64             `json:"restore_ms"`
+	Prestaged   bool                `json:"prestaged"`
 	PreCopyNote string              `json:"pre_copy_note,omitempty"`
 }
 
 // migrateAnswer is what the destination agent answers a restored migration.
 type migrateAnswer struct {
-	Node      string   `json:"node"`
-	Root      int      `json:"root"`
-	PIDs      []int    `json:"pids"`
-	Rounds    int      `json:"rounds"`
-	Staged    uint64   `json:"staged"`
-	Image     uint64   `json:"image"`
-	RestoreMS float64  `json:"restore_ms"`
-	Warnings  []string `json:"warnings,omitempty"`
+	Node      string  `json:"node"`
+	Root      int     `json:"root"`
+	PIDs      []int   `json:"pids"`
+	Rounds    int     `json:"rounds"`
+	Staged    uint64  `json:"staged"`
+	Image     uint64  `json:"image"`
+	RestoreMS float64 `json:"restore_ms"`
+	// Prestaged: the memory was built while it arrived, so the restore
+	// wrote only what was not in place (PrestageNote: why not).
+	Prestaged    bool     `json:"prestaged"`
+	PrestageNote string   `json:"prestage_note,omitempty"`
+	Warnings     []string `json:"warnings,omitempty"`
 }
 
 func newMigrateCommand(g *globalOptions) *cobra.Command {
@@ -258,7 +263,8 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 	total := time.Since(start)
 	st := sent.Stats
 	res := migrateJSON{PID: pid, To: o.to, Node: an.a.Node, Rounds: st.Rounds, PreCopied: st.PreCopied, Final: st.Final, Reused: st.Reused,
-		ArmStopMS: ms(st.ArmStop), FrozenMS: ms(sent.Frozen()), TotalMS: ms(total), RestoreMS: an.a.RestoreMS, PreCopyNote: st.PreCopyNote}
+		ArmStopMS: ms(st.ArmStop), FrozenMS: ms(sent.Frozen()), TotalMS: ms(total), RestoreMS: an.a.RestoreMS, Prestaged: an.a.Prestaged,
+		PreCopyNote: st.PreCopyNote}
 	if res.Rounds == nil {
 		res.Rounds = []migrate.RoundInfo{}
 	}
@@ -318,7 +324,7 @@ func migrationReceiver(g *globalOptions, node string, log *slog.Logger) agent.Mi
 			log.Info("migrated process ended", "root", res.Root, "status", fmt.Sprint(ws), "error", err)
 		}()
 		return migrateAnswer{Node: node, Root: res.Root, PIDs: res.PIDs, Rounds: st.Rounds, Staged: st.Staged, Image: st.Image,
-			RestoreMS: ms(st.Restore), Warnings: res.Warnings}, nil
+			RestoreMS: ms(st.Restore), Prestaged: st.Prestaged, PrestageNote: st.PrestageNote, Warnings: res.Warnings}, nil
 	}
 }
 

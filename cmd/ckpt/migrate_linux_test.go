@@ -316,8 +316,8 @@ func TestMigrateBetweenNamespaces(t *testing.T) {
 	}
 	t.Logf("migrated: %d rounds %+v, pre-copied %d KiB, final %d KiB, frozen %.1f ms, restore %.1f ms, total %.1f ms",
 		len(mj.Rounds), mj.Rounds, mj.PreCopied>>10, mj.Final>>10, mj.FrozenMS, mj.RestoreMS, mj.TotalMS)
-	if len(mj.Rounds) == 0 || mj.PreCopied < 64<<20 || mj.Node != "b" {
-		t.Errorf("no pre-copy or wrong node: %+v", mj)
+	if len(mj.Rounds) == 0 || mj.PreCopied < 64<<20 || mj.Node != "b" || !mj.Prestaged {
+		t.Errorf("no pre-copy, memory not built during the transfer, or wrong node: %+v\nagent b: %s", mj, e.logB)
 	}
 	// The source is gone: killed by ckpt after the confirmation.
 	err := src.Wait()
@@ -516,4 +516,62 @@ func TestDumpStreamRestoreStream(t *testing.T) {
 		t.Fatalf("streamed process: pass %v, %d beats; reference %d beats (fail %q)", got.pass, len(got.seqVal), len(want.seqVal), got.fail)
 	}
 	t.Logf("%d beats equal the uninterrupted run; largest gap %v", len(got.seqVal), got.maxGap())
+}
+
+// TestMigrateTree: a shell with the heartbeat as its child moves as one
+// tree. Memory is built ahead only for single processes, so the
+// destination restores this one the normal way (and says so); the output
+// still equals an uninterrupted run and both PIDs are kept.
+func TestMigrateTree(t *testing.T) {
+	e := newMigEnv(t)
+	bin := proctest.Build(t, "heartbeat", false)
+	refOut := filepath.Join(e.dir, "ref.out")
+	rf, _ := os.Create(refOut)
+	ref := exec.Command(bin, "16", "50", "99", "300")
+	ref.Stdout = rf
+	ref.Start()
+	rf.Close()
+	t.Cleanup(func() { ref.Process.Kill(); ref.Wait() })
+	os.MkdirAll(filepath.Join(e.dir, "out"), 0o755)
+	out := filepath.Join(e.dir, "out", "tree.out")
+	f, _ := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	shell := e.inA("/bin/sh", "-c", bin+" 16 50 99 300 & wait")
+	shell.Stdout, shell.Stderr = f, f
+	shell.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := shell.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { syscall.Kill(-shell.Process.Pid, syscall.SIGKILL); shell.Wait() })
+	waitFor(t, "beats", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 20 })
+	agentB := e.agentBPID(t)
+	res := e.migrate(t, shell.Process.Pid, migIPB+":"+migPort, "--json")
+	wantCode(t, res, 0, "migrate")
+	var mj migrateJSON
+	json.Unmarshal([]byte(res.stdout), &mj)
+	if mj.Prestaged {
+		t.Errorf("a tree of two processes was prestaged: %+v", mj)
+	}
+	inB := inPIDNS(agentB)
+	var pids []int
+	for _, inner := range inB {
+		pids = append(pids, inner)
+	}
+	if len(inB) != 2 {
+		t.Fatalf("B holds %v, want the shell and its child", pids)
+	}
+	found := false
+	for _, inner := range inB {
+		found = found || inner == shell.Process.Pid
+	}
+	if !found {
+		t.Errorf("shell PID %d not among %v in B", shell.Process.Pid, pids)
+	}
+	waitFor(t, "the migrated tree to finish", func() bool { l := readBeats(t, out); return l.pass || l.fail != "" })
+	ref.Wait()
+	got, want := readBeats(t, out), readBeats(t, refOut)
+	if !got.pass || strings.Join(got.seqVal, "\n") != strings.Join(want.seqVal, "\n") {
+		t.Fatalf("migrated tree: pass %v, %d beats; reference %d (fail %q)", got.pass, len(got.seqVal), len(want.seqVal), got.fail)
+	}
+	t.Logf("tree migrated (frozen %.1f ms, restore %.1f ms); %d beats equal the uninterrupted run", mj.FrozenMS, mj.RestoreMS, len(got.seqVal))
 }

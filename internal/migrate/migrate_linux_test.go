@@ -34,7 +34,7 @@ func TestSendStagesExactImage(t *testing.T) {
 	gc := make(chan got, 1)
 	go func() {
 		st := &ReceiveStats{}
-		tree, stage, err := receive(context.Background(), pr, st)
+		tree, stage, err := receive(context.Background(), pr, st, nil)
 		if err == nil && tree.Root != p.PID {
 			t.Errorf("tree root %d, want %d", tree.Root, p.PID)
 		}

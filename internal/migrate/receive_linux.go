@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/ckpt/ckpt/internal/image"
@@ -19,7 +20,12 @@ type ReceiveStats struct {
 	Received uint64        // page data received (bytes)
 	Image    uint64        // bytes of memory in the restored image
 	FinalAt  time.Time     // when the frozen pass began to arrive
+	EndAt    time.Time     // when the end frame arrived
 	Restore  time.Duration // restore.Restore alone
+	// Prestaged says whether the root's memory was built while it arrived
+	// (restore.Prestage); PrestageNote why not.
+	Prestaged    bool
+	PrestageNote string
 }
 
 // Receive reads a whole stream from r, staging pages as they arrive, and
@@ -29,31 +35,60 @@ type ReceiveStats struct {
 // created). ctx ending before the restore starts restores nothing either.
 func Receive(ctx context.Context, r io.Reader, opts restore.Options) (*restore.Result, *ReceiveStats, error) {
 	st := &ReceiveStats{}
-	tree, stage, err := receive(ctx, r, st)
+	pre := &prestager{helper: opts.Helper}
+	tree, stage, err := receive(ctx, r, st, pre)
 	if err != nil {
+		pre.ps.Close()
 		return nil, st, err
+	}
+	if pre.ps != nil {
+		if err := pre.ps.Err(); err != nil {
+			st.PrestageNote = err.Error()
+		}
+		opts.Prestage = pre.ps
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, st, fmt.Errorf("the migration was cancelled before the restore: %w", err)
 	}
-	for _, p := range tree.Processes {
-		rs, _ := stage.Ranges(p.PID)
-		for _, rg := range rs {
-			st.Image += rg.Len
-		}
-	}
+	st.Image = stage.ImageBytes()
 	t := time.Now()
 	res, err := restore.Restore(ctx, tree, stage, opts)
 	st.Restore = time.Since(t)
 	if err != nil {
 		return nil, st, fmt.Errorf("restoring the migrated process %d: %w", tree.Root, err)
 	}
+	st.Prestaged = pre.ps != nil && st.PrestageNote == ""
+	for _, w := range res.Warnings {
+		if strings.HasPrefix(w, "memory staged during the transfer not used") {
+			st.Prestaged, st.PrestageNote = false, w
+		}
+	}
 	return res, st, nil
+}
+
+// prestager builds the root's memory in a restore helper while the
+// stream arrives (nil: not at all).
+type prestager struct {
+	helper string
+	ps     *restore.Prestage
+	note   string
+}
+
+func (p *prestager) start(root int) {
+	if p == nil {
+		return
+	}
+	ps, err := restore.StartPrestage(p.helper, root)
+	if err != nil {
+		p.note = err.Error()
+		return
+	}
+	p.ps = ps
 }
 
 // receive reads and checks the stream; it returns the tree and the sealed
 // stage.
-func receive(ctx context.Context, r io.Reader, st *ReceiveStats) (*image.Tree, *Stage, error) {
+func receive(ctx context.Context, r io.Reader, st *ReceiveStats, pre *prestager) (*image.Tree, *Stage, error) {
 	sr, err := NewReader(r)
 	if err != nil {
 		return nil, nil, err
@@ -100,6 +135,7 @@ func receive(ctx context.Context, r io.Reader, st *ReceiveStats) (*image.Tree, *
 			if st.Hello.Version != 1 {
 				return nil, nil, bad("stream version %d (this ckpt reads version 1)", st.Hello.Version)
 			}
+			pre.start(st.Hello.Root)
 		case FramePages:
 			if tree != nil {
 				return nil, nil, bad("pages after the tree")
@@ -110,6 +146,24 @@ func receive(ctx context.Context, r io.Reader, st *ReceiveStats) (*image.Tree, *
 			}
 			stage.put(pid, addr, data, frozen)
 			pages += uint64(len(data))
+			if pre != nil && pre.ps != nil && pid == st.Hello.Root {
+				pre.ps.Write(addr, data)
+			}
+		case FrameMaps:
+			var m Maps
+			if err := json.Unmarshal(p, &m); err != nil {
+				return nil, nil, bad("undecodable maps: %v", err)
+			}
+			if pre != nil && pre.ps != nil && m.PID == st.Hello.Root {
+				rs := make([]image.Range, 0, len(m.Ranges))
+				for _, r := range m.Ranges {
+					if r[1] <= r[0] || r[0]%image.PageSize != 0 || r[1]%image.PageSize != 0 {
+						return nil, nil, bad("mapping %#x-%#x", r[0], r[1])
+					}
+					rs = append(rs, image.Range{Addr: r[0], Len: r[1] - r[0]})
+				}
+				pre.ps.Map(rs)
+			}
 		case FrameRound:
 			if frozen {
 				return nil, nil, bad("pre-copy round after the freeze")
@@ -133,9 +187,7 @@ func receive(ctx context.Context, r io.Reader, st *ReceiveStats) (*image.Tree, *
 			if err != nil {
 				return nil, nil, err
 			}
-			if err := stage.reuse(pid, addr, n); err != nil {
-				return nil, nil, err
-			}
+			stage.reuse(pid, addr, n)
 		case FrameTree:
 			if !frozen || tree != nil {
 				return nil, nil, bad("tree outside the frozen pass")
@@ -160,6 +212,7 @@ func receive(ctx context.Context, r io.Reader, st *ReceiveStats) (*image.Tree, *
 			if e.Frames != sr.Frames()-1 || e.PageBytes != pages {
 				return nil, nil, bad("the source sent %d frames and %d bytes of pages, %d frames and %d bytes arrived", e.Frames, e.PageBytes, sr.Frames()-1, pages)
 			}
+			st.EndAt = time.Now()
 			if err := stage.seal(); err != nil {
 				return nil, nil, err
 			}

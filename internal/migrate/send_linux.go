@@ -12,6 +12,7 @@ import (
 	"github.com/ckpt/ckpt/internal/dirty"
 	"github.com/ckpt/ckpt/internal/dump"
 	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,7 +99,11 @@ func Send(ctx context.Context, pid int, w io.Writer, opts SendOptions) (*Sent, e
 		var prev uint64
 		for round := 1; round <= opts.MaxRounds; round++ {
 			t := time.Now()
-			rd, err := pc.CopyRound(ctx, sw)
+			err := sendMaps(sw, pid)
+			var rd dump.Round
+			if err == nil {
+				rd, err = pc.CopyRound(ctx, sw)
+			}
 			if err == nil {
 				ri := RoundInfo{Round: round, Dirty: rd.Dirty, Copied: rd.Copied}
 				st.Rounds = append(st.Rounds, ri)
@@ -146,6 +151,27 @@ func Send(ctx context.Context, pid int, w io.Writer, opts SendOptions) (*Sent, e
 	st.Bytes = sw.PageBytes()
 	st.Frozen = time.Since(t0)
 	return &Sent{Tree: h.Tree, Stats: st, h: h, t0: t0}, nil
+}
+
+// sendMaps sends the root's private anonymous mappings ('m'): the
+// receiver builds them while pages arrive. Only the root: a receiver
+// builds memory ahead only for single-process trees.
+func sendMaps(sw *Writer, pid int) error {
+	b, err := procfs.Read(pid, "maps")
+	if err != nil {
+		return fmt.Errorf("process %d: %w", pid, err)
+	}
+	maps, err := procfs.ParseMaps(b)
+	if err != nil {
+		return err
+	}
+	m := Maps{PID: pid, Ranges: [][2]uint64{}}
+	for _, e := range maps {
+		if !e.Shared && (e.Path == "" || e.Path == "[heap]") {
+			m.Ranges = append(m.Ranges, [2]uint64{e.Start, e.End})
+		}
+	}
+	return sw.JSON(FrameMaps, m)
 }
 
 // finalWriter sends the pages of the frozen pass and counts them.

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -17,14 +18,14 @@ const slabSize = 16 << 20
 // the image. It is the image.PageReader of the final restore.
 type Stage struct {
 	pages map[int]map[uint64][]byte // pid -> page address -> 4 KiB slot
-	final map[int][]uint64          // pid -> sorted page addresses of the image
+	final map[int][]image.Range     // pid -> the image's extents (sorted by seal)
 	slab  []byte
 	bytes uint64 // staged (distinct pages)
 }
 
 // NewStage returns an empty stage.
 func NewStage() *Stage {
-	return &Stage{pages: map[int]map[uint64][]byte{}, final: map[int][]uint64{}}
+	return &Stage{pages: map[int]map[uint64][]byte{}, final: map[int][]image.Range{}}
 }
 
 func (s *Stage) slot(pid int, addr uint64) []byte {
@@ -53,46 +54,56 @@ func (s *Stage) put(pid int, addr uint64, data []byte, final bool) {
 	for off := 0; off < len(data); off += image.PageSize {
 		a := addr + uint64(off)
 		copy(s.slot(pid, a), data[off:off+image.PageSize])
-		if final {
-			s.final[pid] = append(s.final[pid], a)
-		}
+	}
+	if final {
+		s.addFinal(pid, addr, uint64(len(data)))
 	}
 }
 
-// reuse marks staged pages part of the image; every page must be staged.
-func (s *Stage) reuse(pid int, addr, n uint64) error {
-	m := s.pages[pid]
-	for a := addr; a < addr+n; a += image.PageSize {
-		if _, ok := m[a]; !ok {
-			return fmt.Errorf("%w: process %d: page %#x declared unchanged was never sent", ErrStream, pid, a)
-		}
-		s.final[pid] = append(s.final[pid], a)
+func (s *Stage) addFinal(pid int, addr, n uint64) {
+	rs := s.final[pid]
+	if k := len(rs) - 1; k >= 0 && rs[k].Addr+rs[k].Len == addr {
+		rs[k].Len += n
+		return
 	}
-	return nil
+	s.final[pid] = append(rs, image.Range{Addr: addr, Len: n})
 }
 
-// seal sorts the image's pages and drops the staged pages it does not use.
+// reuse marks staged pages part of the image. That they were staged is
+// checked when they are read (a page that is not fails the restore):
+// checking a GiB of pages here, page by page, would lengthen the freeze.
+func (s *Stage) reuse(pid int, addr, n uint64) {
+	s.addFinal(pid, addr, n)
+}
+
+// seal sorts the image's extents (the dumper sends them in ascending
+// order, so usually there is nothing to do) and checks that no page came
+// twice. Staged pages the image does not use stay until the stage is
+// dropped: freeing them one by one would cost more, inside the freeze,
+// than it saves.
 func (s *Stage) seal() error {
-	for pid, as := range s.final {
-		slices.Sort(as)
-		for i := 1; i < len(as); i++ {
-			if as[i] == as[i-1] {
-				return fmt.Errorf("%w: process %d: page %#x sent twice in the final pass", ErrStream, pid, as[i])
-			}
+	for pid, rs := range s.final {
+		if !slices.IsSortedFunc(rs, func(a, b image.Range) int { return cmp.Compare(a.Addr, b.Addr) }) {
+			slices.SortFunc(rs, func(a, b image.Range) int { return cmp.Compare(a.Addr, b.Addr) })
 		}
-	}
-	for pid, m := range s.pages {
-		keep := map[uint64]bool{}
-		for _, a := range s.final[pid] {
-			keep[a] = true
-		}
-		for a := range m {
-			if !keep[a] {
-				delete(m, a)
+		for i := 1; i < len(rs); i++ {
+			if rs[i].Addr < rs[i-1].Addr+rs[i-1].Len {
+				return fmt.Errorf("%w: process %d: page %#x sent twice in the final pass", ErrStream, pid, rs[i].Addr)
 			}
 		}
 	}
 	return nil
+}
+
+// ImageBytes is the memory of the image (after seal).
+func (s *Stage) ImageBytes() uint64 {
+	var n uint64
+	for _, rs := range s.final {
+		for _, r := range rs {
+			n += r.Len
+		}
+	}
+	return n
 }
 
 // Bytes is the memory staged so far (distinct pages).
@@ -101,12 +112,12 @@ func (s *Stage) Bytes() uint64 { return s.bytes }
 // Ranges implements image.PageReader (after seal).
 func (s *Stage) Ranges(pid int) ([]image.Range, error) {
 	var out []image.Range
-	for _, a := range s.final[pid] {
-		if k := len(out) - 1; k >= 0 && out[k].Addr+out[k].Len == a {
-			out[k].Len += image.PageSize
+	for _, r := range s.final[pid] {
+		if k := len(out) - 1; k >= 0 && out[k].Addr+out[k].Len == r.Addr {
+			out[k].Len += r.Len
 			continue
 		}
-		out = append(out, image.Range{Addr: a, Len: image.PageSize})
+		out = append(out, r)
 	}
 	return out, nil
 }

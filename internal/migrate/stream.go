@@ -13,6 +13,9 @@
 //
 //	'h' hello    JSON Hello
 //	'p' pages    pid:u32be addr:u64be data (whole pages; at most 1 MiB)
+//	'm' maps     JSON Maps: the private anonymous mappings of a process
+//	             (sent before each pre-copy round, so the receiver can
+//	             build them as the pages arrive)
 //	'r' round    JSON RoundInfo: a pre-copy round ended
 //	'f' frozen   (empty) the tree is frozen: what follows is final
 //	'u' reuse    pid:u32be addr:u64be len:u64be — pages staged before 'f'
@@ -43,6 +46,7 @@ const (
 	FrameHello  = 'h'
 	FramePages  = 'p'
 	FrameRound  = 'r'
+	FrameMaps   = 'm'
 	FrameFrozen = 'f'
 	FrameReuse  = 'u'
 	FrameTree   = 't'
@@ -76,6 +80,13 @@ type RoundInfo struct {
 	Round  int    `json:"round"`
 	Dirty  uint64 `json:"dirty"`  // bytes the trackers reported written
 	Copied uint64 `json:"copied"` // bytes sent in this round
+}
+
+// Maps lists the private anonymous mappings of process PID as [start, end)
+// pairs, sorted.
+type Maps struct {
+	PID    int         `json:"pid"`
+	Ranges [][2]uint64 `json:"ranges"`
 }
 
 // End closes a stream: the receiver checks it saw exactly this.

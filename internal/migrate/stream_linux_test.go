@@ -38,7 +38,7 @@ func validStream(t *testing.T) []byte {
 
 func TestReceiveValidStream(t *testing.T) {
 	st := &ReceiveStats{}
-	tree, stage, err := receive(context.Background(), bytes.NewReader(validStream(t)), st)
+	tree, stage, err := receive(context.Background(), bytes.NewReader(validStream(t)), st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,11 +95,41 @@ func TestReceiveRefusesBadStreams(t *testing.T) {
 		{"aborted by the source", aborted(), "the source gave up in pre-copy round 1: process 1 exited"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := receive(context.Background(), bytes.NewReader(tc.stream), &ReceiveStats{})
+			_, _, err := receive(context.Background(), bytes.NewReader(tc.stream), &ReceiveStats{}, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v; want one containing %q", err, tc.want)
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestReuseOfUnsentPageFailsTheRead: a frozen pass that declares a page
+// unchanged that never came is accepted by the framing, but the restore's
+// read of it fails (so nothing is restored from a stream that lies).
+func TestReuseOfUnsentPageFailsTheRead(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	w.JSON(FrameHello, Hello{Version: 1, Root: 7})
+	w.WritePages(7, 0x10000, make([]byte, 4096))
+	w.Frame(FrameFrozen)
+	w.ReusePages(7, 0x10000, 2*4096) // the second page was never sent
+	tree := &image.Tree{Version: image.FormatVersion, Root: 7, Processes: []*image.Process{{PID: 7, PPID: 1, PGID: 7, SID: 7,
+		Threads:  []*image.Thread{{TID: 7}},
+		Mappings: []*image.Mapping{{Start: 0x10000, End: 0x12000, Prot: image.ProtRead, Kind: image.KindAnon, Saved: 8192}}}}}
+	b, _ := image.Encode(tree)
+	w.Frame(FrameTree, b)
+	w.End()
+	_, stage, err := receive(context.Background(), &buf, &ReceiveStats{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = stage.ReadPages(7, 0x10000, make([]byte, 8192))
+	if err == nil || !strings.Contains(err.Error(), "page 0x11000 not in the migration stream") {
+		t.Fatalf("reading the unsent page: %v", err)
+	}
+	err = stage.PageSegments(7, 0x10000, 8192, func(uint64, []byte) error { return nil })
+	if err == nil {
+		t.Fatal("PageSegments over the unsent page succeeded")
 	}
 }

@@ -36,7 +36,19 @@ func (r *restorer) rebuild(p *rproc) error {
 		return fail("moving vdso", err)
 	}
 	// Memory layout.
+	if r.pre != nil {
+		// The root inherited the staged regions from the helper.
+		if err := r.pre.unmapUnclaimed(in); err != nil {
+			return fail("staged memory", err)
+		}
+	}
 	for _, m := range img.Mappings {
+		if r.mapPrestaged(p, m) {
+			if r.preErr != nil {
+				return fail(fmt.Sprintf("protecting staged %#x-%#x", m.Start, m.End), r.preErr)
+			}
+			continue
+		}
 		if err := r.mapOne(p, m); err != nil {
 			return fail(fmt.Sprintf("mapping %#x-%#x %s", m.Start, m.End, m.Path), err)
 		}
@@ -348,6 +360,9 @@ func (r *restorer) writePages(p *rproc) error {
 	ranges, err := r.pr.Ranges(p.img.PID)
 	if err != nil {
 		return err
+	}
+	if r.pre != nil {
+		return r.writePrestaged(p, ranges)
 	}
 	if ps, ok := r.pr.(parallelSegmenter); ok {
 		// process_vm_writev needs no tracer: the workers write the pages

@@ -56,6 +56,10 @@ type Options struct {
 	// into (the helper is moved there before it clones the container's
 	// PID 1). Empty: the restorer's own cgroup.
 	Cgroup string
+	// Prestage, when set, holds a helper into which the root's memory was
+	// written while it arrived (live migration): the restore uses it when
+	// the image fits (one process, the same PID), and kills it otherwise.
+	Prestage *Prestage
 }
 
 // Result describes a restored tree.
@@ -101,6 +105,8 @@ func (r *Result) Signal(sig syscall.Signal) error { return unix.Kill(r.Root, sig
 // Options.Detach false the root is a child of the calling process: wait for
 // it with Result.Wait (or unix.Wait4) and forward signals with Result.Signal.
 func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Options) (*Result, error) {
+	// A prestaged helper the restore does not take over is killed.
+	defer opts.Prestage.Close()
 	if err := tree.Validate(); err != nil {
 		return nil, err
 	}
@@ -129,7 +135,19 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 		r.dropTTYs()
 		return nil, err
 	}
-	tr := ptrace.NewTracer()
+	var tr *ptrace.Tracer
+	if opts.Prestage != nil {
+		t, h, err := opts.Prestage.adopt(tree)
+		if err != nil {
+			opts.Prestage.Close()
+			r.warn("memory staged during the transfer not used: %v", err)
+		} else {
+			tr, r.pre, r.preHelper = t, opts.Prestage, h
+		}
+	}
+	if tr == nil {
+		tr = ptrace.NewTracer()
+	}
 	defer tr.Close()
 	if err := tr.Do(func() error { return r.run(ctx) }); err != nil {
 		_ = tr.Do(func() error { r.abort(); return nil })

@@ -40,6 +40,10 @@ type restorer struct {
 	pidfd   int // number of the tracees' pidfd for the restorer
 	procs   []*rproc
 	byPID   map[int]*rproc
+
+	pre       *Prestage   // prestage.go
+	preHelper *bareHelper // its helper, taken over
+	preErr    error
 }
 
 // rproc is a process being rebuilt.
@@ -107,7 +111,14 @@ func (r *restorer) abort() {
 // run is the whole restore, on the tracer thread.
 func (r *restorer) run(ctx context.Context) error {
 	r.byPID = map[int]*rproc{}
-	helperIn, err := r.startHelper()
+	var helperIn *ptrace.Injector
+	var err error
+	if h := r.preHelper; h != nil {
+		r.helper, r.scratch, helperIn = h.pid, h.scratch, h.in
+		err = r.finishHelper(h)
+	} else {
+		helperIn, err = r.startHelper()
+	}
 	if err != nil {
 		return err
 	}
@@ -182,68 +193,110 @@ func (r *restorer) run(ctx context.Context) error {
 // startHelper starts the helper stopped at exec and strips it to the
 // scratch area and the vdso mappings.
 func (r *restorer) startHelper() (*ptrace.Injector, error) {
-	pid, err := ptrace.StartTraced(r.opts.Helper, []string{"ckpt-restore-helper"}, nil)
-	if err != nil {
-		return nil, err
-	}
-	r.helper = pid
-	if err := ptrace.SetOptions(pid, ptrace.OptsRestore); err != nil {
-		return nil, fmt.Errorf("helper %d: setting ptrace options: %w", pid, err)
-	}
-	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
-		return nil, err
-	}
-	xs, err := ptrace.GetXState(pid)
-	if err != nil {
-		return nil, fmt.Errorf("helper: reading XSAVE state: %w", err)
-	}
-	if r.tree.CPU.XStateSize != 0 && len(xs) != r.tree.CPU.XStateSize {
-		return nil, fmt.Errorf("the image's XSAVE area is %d bytes, this machine's is %d: %w", r.tree.CPU.XStateSize, len(xs), ErrMismatch)
-	}
-	maps, err := readMaps(pid)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.checkVdso(pid, maps); err != nil {
-		return nil, err
-	}
-	// Scratch: free in the helper and in every saved layout.
-	var used []image.Range
-	for _, m := range maps {
-		used = append(used, image.Range{Addr: m.Start, Len: m.End - m.Start})
-	}
+	var reserved []image.Range
 	for _, p := range r.tree.Processes {
 		for _, m := range p.Mappings {
-			used = append(used, image.Range{Addr: m.Start, Len: m.Size()})
+			reserved = append(reserved, image.Range{Addr: m.Start, Len: m.Size()})
 		}
 	}
-	r.scratch, err = findFree(used, scratchLen)
+	h, err := spawnHelper(r.opts.Helper, reserved)
+	if h != nil {
+		r.helper = h.pid
+	}
 	if err != nil {
 		return nil, err
+	}
+	r.scratch = h.scratch
+	return h.in, r.finishHelper(h)
+}
+
+// bareHelper is a helper stopped at exec, stripped to its scratch area
+// and the kernel's vdso mappings (maps is its layout before that).
+type bareHelper struct {
+	pid     int
+	in      *ptrace.Injector
+	scratch uint64
+	maps    []procfs.MapEntry
+}
+
+// spawnHelper starts the helper stopped at exec and strips it: a scratch
+// area free in the helper and in reserved, close_range, everything
+// unmapped but the scratch area and the vdso mappings. It needs nothing
+// of the image; the pid is returned with an error once the helper exists
+// (the caller kills it).
+func spawnHelper(path string, reserved []image.Range) (*bareHelper, error) {
+	pid, err := ptrace.StartTraced(path, []string{"ckpt-restore-helper"}, nil)
+	if err != nil {
+		return nil, err
+	}
+	h := &bareHelper{pid: pid}
+	if err := ptrace.SetOptions(pid, ptrace.OptsRestore); err != nil {
+		return h, fmt.Errorf("helper %d: setting ptrace options: %w", pid, err)
+	}
+	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+		return h, err
+	}
+	if h.maps, err = readMaps(pid); err != nil {
+		return h, err
+	}
+	// Scratch: free in the helper and in every saved layout.
+	used := append([]image.Range(nil), reserved...)
+	for _, m := range h.maps {
+		used = append(used, image.Range{Addr: m.Start, Len: m.End - m.Start})
+	}
+	if h.scratch, err = findFree(used, scratchLen); err != nil {
+		return h, err
 	}
 	mem, err := ptrace.OpenMem(pid)
 	if err != nil {
-		return nil, err
+		return h, err
 	}
 	defer mem.Close()
 	regs, err := ptrace.GetRegs(pid)
 	if err != nil {
-		return nil, err
+		return h, err
 	}
 	if err := mem.Write(regs.Rip, ptrace.Trampoline); err != nil {
-		return nil, fmt.Errorf("helper: writing trampoline: %w", err)
+		return h, fmt.Errorf("helper: writing trampoline: %w", err)
 	}
 	in := &ptrace.Injector{TID: pid, SysAddr: regs.Rip, Saved: regs}
-	if _, err := in.Syscall(unix.SYS_MMAP, r.scratch, scratchLen, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+	if _, err := in.Syscall(unix.SYS_MMAP, h.scratch, scratchLen, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
-		return nil, fmt.Errorf("helper: mapping scratch area at %#x: %w", r.scratch, err)
+		return h, fmt.Errorf("helper: mapping scratch area at %#x: %w", h.scratch, err)
 	}
-	if err := mem.Write(r.scratch+offSyscall, ptrace.Trampoline); err != nil {
-		return nil, err
+	if err := mem.Write(h.scratch+offSyscall, ptrace.Trampoline); err != nil {
+		return h, err
 	}
-	in.SysAddr = r.scratch + offSyscall
+	in.SysAddr = h.scratch + offSyscall
+	h.in = in
 	if _, err := in.Syscall(unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>1, 0); err != nil {
-		return nil, fmt.Errorf("helper: close_range: %w", err)
+		return h, fmt.Errorf("helper: close_range: %w", err)
+	}
+	for _, m := range h.maps {
+		switch m.Path {
+		case "[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]":
+			continue
+		}
+		if _, err := in.Syscall(unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
+			return h, fmt.Errorf("helper: unmapping %#x-%#x %s: %w", m.Start, m.End, m.Path, err)
+		}
+	}
+	return h, nil
+}
+
+// finishHelper checks that the image fits the helper (XSAVE size, vdso)
+// and gives it the tracees' pidfd of the restorer.
+func (r *restorer) finishHelper(h *bareHelper) error {
+	pid, in := h.pid, h.in
+	xs, err := ptrace.GetXState(pid)
+	if err != nil {
+		return fmt.Errorf("helper: reading XSAVE state: %w", err)
+	}
+	if r.tree.CPU.XStateSize != 0 && len(xs) != r.tree.CPU.XStateSize {
+		return fmt.Errorf("the image's XSAVE area is %d bytes, this machine's is %d: %w", r.tree.CPU.XStateSize, len(xs), ErrMismatch)
+	}
+	if err := r.checkVdso(pid, h.maps); err != nil {
+		return err
 	}
 	// The tracees' handle on the restorer, above every fd of the image.
 	top := 3
@@ -257,26 +310,17 @@ func (r *restorer) startHelper() (*ptrace.Injector, error) {
 	}
 	pfd, err := in.Syscall(unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
 	if err != nil {
-		return nil, fmt.Errorf("helper: pidfd_open: %w", err)
+		return fmt.Errorf("helper: pidfd_open: %w", err)
 	}
 	hi, err := in.Syscall(unix.SYS_FCNTL, pfd, unix.F_DUPFD, uint64(top))
 	if err != nil {
-		return nil, fmt.Errorf("helper: moving pidfd above fd %d: %w", top, err)
+		return fmt.Errorf("helper: moving pidfd above fd %d: %w", top, err)
 	}
 	if _, err := in.Syscall(unix.SYS_CLOSE, pfd); err != nil {
-		return nil, err
+		return err
 	}
 	r.pidfd = int(hi)
-	for _, m := range maps {
-		switch m.Path {
-		case "[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]":
-			continue
-		}
-		if _, err := in.Syscall(unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
-			return nil, fmt.Errorf("helper: unmapping %#x-%#x %s: %w", m.Start, m.End, m.Path, err)
-		}
-	}
-	return in, nil
+	return nil
 }
 
 func prlimitGet(pid, res int) (unix.Rlimit, error) {
@@ -372,6 +416,12 @@ func (r *restorer) create(parent *ptrace.Injector, p *image.Process, isRoot bool
 	if isRoot && r.tree.Container != nil {
 		// PID 1 of a new PID namespace; set_tid[0] is its id there.
 		args.Flags |= unix.CLONE_NEWPID
+	}
+	if isRoot && r.pre != nil {
+		// The root takes over the helper's memory, staged pages included,
+		// instead of a copy-on-write copy of it: no page table is copied,
+		// and the helper's death below frees nothing.
+		args.Flags |= unix.CLONE_VM
 	}
 	pid, err := r.clone(parent, &args, p.PID)
 	if err != nil {
