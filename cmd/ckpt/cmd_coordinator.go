@@ -29,8 +29,11 @@ func newCoordinatorCommand(g *globalOptions) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "coordinator --group NAME --ranks N",
 		Short: "Coordinate the global checkpoints of a group of ranks",
-		Long: `Run the coordinator of a group of N ranks (programs that use the ckpt
-library's JoinGroup). Ranks register over TCP; a global checkpoint is a
+		Long: `Run the coordinator of a group of N ranks: programs that use the ckpt
+library's JoinGroup, or unmodified programs each under 'ckpt run --group
+NAME --coordinator ADDR' (their trees are dumped while they keep running,
+and restored together from the newest global checkpoint when the members
+are launched again). Ranks register over TCP; a global checkpoint is a
 two-phase commit: every rank records its state and the messages in flight
 to it (a Chandy-Lamport snapshot, taken without stopping the ranks) and
 writes its own checkpoint; then the coordinator writes the global

@@ -91,7 +91,9 @@ func newRunCommand(g *globalOptions) *cobra.Command {
     it and exit with 143; 'ckpt run --name NAME' again resumes it;
   - when it dies of a signal, restore the newest checkpoint and continue
     (up to --max-restarts, waiting --backoff, doubled each time);
-  - when it exits by itself, mark the job done and exit with its status.
+  - when it exits by itself, mark the job done and exit with its status;
+  - with --group G --coordinator ADDR, be one member of a group that the
+    coordinator checkpoints as one (docs/GROUP.md).
 
 Between checkpoints the program runs at full speed: no tracer, no wrappers.
 Without --name the run gets a fresh name and never resumes anything it did

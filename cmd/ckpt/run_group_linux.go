@@ -20,7 +20,7 @@ type groupRunFlags struct {
 
 func (f *groupRunFlags) addFlags(c *cobra.Command) {
 	c.Flags().StringVar(&f.group, "group", "", "run as a member of this group: the coordinator (--coordinator) checkpoints every member at once (docs/GROUP.md)")
-	c.Flags().StringVar(&f.coordinator, "coordinator", "", "with --group: the coordinator's host:port (`ckpt coordinator`)")
+	c.Flags().StringVar(&f.coordinator, "coordinator", "", "with --group: the address `HOST:PORT` of 'ckpt coordinator'")
 	c.Flags().IntVar(&f.rank, "rank", -1, "with --group: this member's rank (default: $CKPT_RANK, $SLURM_PROCID or $JOB_COMPLETION_INDEX)")
 	c.Flags().IntVar(&f.ranks, "ranks", 0, "with --group: number of members (default: $CKPT_RANKS or $SLURM_NTASKS)")
 	c.Flags().StringVar(&f.node, "node", "", "with --group: node name shown in the global checkpoint (default: host name)")

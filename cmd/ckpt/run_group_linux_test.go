@@ -291,3 +291,20 @@ for i in range(int(sys.argv[3])):
 		}
 	}
 }
+
+func TestRunGroupUsage(t *testing.T) {
+	dir := t.TempDir()
+	res := runCkptEnv(t, dir, []string{"CKPT_RANK=", "SLURM_PROCID=", "JOB_COMPLETION_INDEX=", "CKPT_RANKS=", "SLURM_NTASKS="},
+		"run", "--group", "g", "--", "true")
+	wantCode(t, res, exitUsage, "run --group without --coordinator")
+	res = runCkptEnv(t, dir, []string{"CKPT_RANK=", "SLURM_PROCID=", "JOB_COMPLETION_INDEX=", "CKPT_RANKS=", "SLURM_NTASKS="},
+		"run", "--group", "g", "--coordinator", "127.0.0.1:1", "--", "true")
+	wantCode(t, res, exitUsage, "run --group without a rank")
+	if !strings.Contains(res.stderr, "--rank") {
+		t.Errorf("the message does not say how to give the rank: %s", res.stderr)
+	}
+	res = runCkptEnv(t, dir, []string{"SLURM_PROCID=3", "SLURM_NTASKS=3"}, "run", "--group", "g", "--coordinator", "127.0.0.1:1", "--", "true")
+	wantCode(t, res, exitUsage, "run --group with rank 3 of 3")
+	res = runCkptEnv(t, dir, []string{"CKPT_RANK=x", "CKPT_RANKS=3"}, "run", "--group", "g", "--coordinator", "127.0.0.1:1", "--", "true")
+	wantCode(t, res, exitUsage, "run --group with CKPT_RANK=x")
+}

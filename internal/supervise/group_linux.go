@@ -24,7 +24,7 @@ type GroupOptions struct {
 	Group       string
 	Rank, Ranks int
 	Node        string        // shown in the group manifest (default: host name)
-	Timeout     time.Duration // bounds registering (default 1 minute)
+	Timeout     time.Duration // bounds reaching the coordinator and registering (default 1 minute)
 }
 
 // ExitGroupLost is the exit status of a member whose group was lost (a
@@ -78,10 +78,21 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 
 	rctx, cancel := context.WithTimeout(ctx, g.Timeout)
 	defer cancel()
+	// Launchers start the coordinator and the members in any order
+	// (srun after a background coordinator, pods of a Job): keep trying
+	// until the registration timeout.
 	var d net.Dialer
-	c, err := d.DialContext(rctx, "tcp", g.Coordinator)
-	if err != nil {
-		return 0, fmt.Errorf("%w: group %s: connecting to the coordinator at %s: %v", ErrSupervisor, g.Group, g.Coordinator, err)
+	var c net.Conn
+	for {
+		c, err = d.DialContext(rctx, "tcp", g.Coordinator)
+		if err == nil {
+			break
+		}
+		select {
+		case <-rctx.Done():
+			return 0, fmt.Errorf("%w: group %s: connecting to the coordinator at %s: %v", ErrSupervisor, g.Group, g.Coordinator, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	ctl := group.NewConn(c)
 	defer ctl.Close()
