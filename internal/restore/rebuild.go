@@ -365,11 +365,11 @@ func (r *restorer) writePages(p *rproc) error {
 		return r.writePrestaged(p, ranges)
 	}
 	if ps, ok := r.pr.(parallelSegmenter); ok {
-		// process_vm_writev needs no tracer: the workers write the pages
-		// of the chunk each has just read and verified.
-		return ps.ParallelPageSegments(p.img.PID, runtime.GOMAXPROCS(0), func(addr uint64, b []byte) error {
-			return p.mem.WriteV(addr, [][]byte{b})
-		})
+		// UFFDIO_COPY and process_vm_writev need no tracer: the workers
+		// write the pages of the chunk each has just read and verified.
+		f := r.newPageFiller(p)
+		defer f.close()
+		return ps.ParallelPageSegments(p.img.PID, runtime.GOMAXPROCS(0), f.write)
 	}
 	if ps, ok := r.pr.(pageSegmenter); ok {
 		return writeSegments(ps, p.img.PID, ranges, p.mem)
