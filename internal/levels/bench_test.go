@@ -93,7 +93,8 @@ func BenchmarkErasureRebuild(b *testing.B) {
 	}
 }
 
-func BenchmarkReedSolomon4x2(b *testing.B) {
+// rsShards is a 4+2 encoder and its shards, data filled at random.
+func rsShards(b *testing.B) (reedsolomon.Encoder, [][]byte) {
 	enc, err := reedsolomon.New(4, 2)
 	if err != nil {
 		b.Fatal(err)
@@ -105,6 +106,11 @@ func BenchmarkReedSolomon4x2(b *testing.B) {
 			copy(shards[i], randBytes(uint64(i), benchStripe))
 		}
 	}
+	return enc, shards
+}
+
+func BenchmarkReedSolomon4x2(b *testing.B) {
+	enc, shards := rsShards(b)
 	b.SetBytes(4 * benchStripe) // data bytes, as the ckpt benchmarks count
 	b.ResetTimer()
 	for range b.N {
@@ -115,17 +121,7 @@ func BenchmarkReedSolomon4x2(b *testing.B) {
 }
 
 func BenchmarkReedSolomon4x2Reconstruct(b *testing.B) {
-	enc, err := reedsolomon.New(4, 2)
-	if err != nil {
-		b.Fatal(err)
-	}
-	shards := make([][]byte, 6)
-	for i := range shards {
-		shards[i] = make([]byte, benchStripe)
-		if i < 4 {
-			copy(shards[i], randBytes(uint64(i), benchStripe))
-		}
-	}
+	enc, shards := rsShards(b)
 	enc.Encode(shards)
 	b.SetBytes(4 * benchStripe)
 	b.ResetTimer()
