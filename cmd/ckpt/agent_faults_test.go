@@ -349,3 +349,49 @@ func TestErasurePeersCutOff(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestAgentGCWithoutKey: ckpt gc on an agent:// repository has the agent
+// collect its store, which it can do without the repository's key: the
+// chunks of a removed encrypted checkpoint go, the kept one still
+// verifies.
+func TestAgentGCWithoutKey(t *testing.T) {
+	procs := startAgents(t, 1, map[string]any{})
+	t.Setenv(backend.AgentTokenEnv, agentTok)
+	loc := "agent://" + procs[0].addr + "/sim"
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte("gc test key 0123456789abcdef0123"), 0o600)
+	ctx := context.Background()
+	j, err := ckpt.Open("job", ckpt.WithLocation(loc), ckpt.WithKeyFile(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := make([]byte, 4<<20)
+	j.Protect("state", state)
+	for i := range 2 {
+		rnd := rand.New(rand.NewPCG(uint64(i), 7))
+		for k := range state {
+			state[k] = byte(rnd.Uint32())
+		}
+		if err := j.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, runCkpt(t, loc, "--key-file", keyFile, "rm", "job@1"), exitOK, "rm job@1")
+	res := runCkpt(t, loc, "gc")
+	wantCode(t, res, exitOK, "gc without the key")
+	if !strings.Contains(res.stderr, "1 checkpoints") || strings.Contains(res.stderr, "removed 0 chunks") {
+		t.Fatalf("gc removed nothing: %s", res.stderr)
+	}
+	res = runCkpt(t, loc, "gc")
+	if !strings.Contains(res.stderr, "removed 0 chunks") {
+		t.Fatalf("second gc: %s", res.stderr)
+	}
+	wantCode(t, runCkpt(t, loc, "--key-file", keyFile, "verify", "job"), exitOK, "verify the kept checkpoint")
+	t.Log(strings.TrimSpace(res.stderr))
+}

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ckpt/ckpt/internal/agent"
+	"github.com/ckpt/ckpt/internal/backend"
 	"github.com/ckpt/ckpt/internal/progress"
 	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/spf13/cobra"
@@ -340,9 +342,16 @@ func newGCCommand(g *globalOptions) *cobra.Command {
 		Short: "Delete chunks no checkpoint references",
 		Long: `Delete chunks that no checkpoint references and leftovers of interrupted
 writes. gc waits (up to --wait) for checkpoints being written, and writers
-wait for it: it is safe to run at any time.`,
+wait for it: it is safe to run at any time.
+
+On an agent:// repository the agent does the work, under its own lock and
+without the key (it knows every checkpoint's chunks from its level
+records): partner copies it holds for other nodes count as references.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if loc := g.repoDir; strings.HasPrefix(loc, "agent://") {
+				return agentGC(cmd.Context(), g, loc, wait)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
 			defer cancel()
 			r, err := g.openRepo(ctx, false)
@@ -355,6 +364,26 @@ wait for it: it is safe to run at any time.`,
 	}
 	c.Flags().DurationVar(&wait, "wait", 10*time.Minute, "how long to wait for running writers")
 	return c
+}
+
+// agentGC asks the agent at loc to collect its group's store.
+func agentGC(ctx context.Context, g *globalOptions, loc string, wait time.Duration) error {
+	tok, err := backend.AgentTokenFromEnv("")
+	if err != nil {
+		return err
+	}
+	a, err := backend.OpenAgent(ctx, loc, tok)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	var st agent.GCResult
+	if err := a.GC(ctx, wait, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stderr, "gc on %s: %d checkpoints, %d chunks, removed %d chunks (%s)\n",
+		loc, st.Checkpoints, st.Chunks, st.Removed, progress.Bytes(st.RemovedBytes))
+	return nil
 }
 
 func runGC(ctx context.Context, g *globalOptions, r *repo.Repository) error {

@@ -202,10 +202,13 @@ var errGCUnknown = errors.New("gc: chunks of a checkpoint unknown")
 // gc removes the chunks of g's store that no manifest references. The
 // chunk lists come from the level records (which hold them for encrypted
 // checkpoints too) or the manifest itself; when neither tells, gc refuses
-// (run 'ckpt gc' with the key instead).
-func (s *Server) gc(ctx context.Context, g *group) (GCResult, error) {
+// (run 'ckpt gc' with the key instead). It waits up to lockWait for the
+// store's writers to finish.
+func (s *Server) gc(ctx context.Context, g *group, lockWait time.Duration) (GCResult, error) {
 	var res GCResult
-	unlock, ok := g.locks.hold(ctx, repo.RepositoryLock, true)
+	lctx, cancel := context.WithTimeout(ctx, lockWait)
+	unlock, ok := g.locks.hold(lctx, repo.RepositoryLock, true)
+	cancel()
 	if !ok {
 		return res, backend.ErrLocked
 	}
@@ -259,9 +262,7 @@ func (s *Server) gcHandler(w http.ResponseWriter, r *http.Request, g *group) {
 	if ms <= 0 {
 		ms = 30000
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(ms)*time.Millisecond)
-	defer cancel()
-	res, err := s.gc(ctx, g)
+	res, err := s.gc(r.Context(), g, time.Duration(ms)*time.Millisecond)
 	switch {
 	case errors.Is(err, backend.ErrLocked):
 		httpError(w, http.StatusConflict, "locked", "gc: the repository is in use (writers, copies or flushes) for %d ms", ms)
