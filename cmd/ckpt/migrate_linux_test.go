@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -574,4 +575,118 @@ func TestMigrateTree(t *testing.T) {
 		t.Fatalf("migrated tree: pass %v, %d beats; reference %d (fail %q)", got.pass, len(got.seqVal), len(want.seqVal), got.fail)
 	}
 	t.Logf("tree migrated (frozen %.1f ms, restore %.1f ms); %d beats equal the uninterrupted run", mj.FrozenMS, mj.RestoreMS, len(got.seqVal))
+}
+
+// TestMigrateKeepsTCPClient: a python3 server in namespace A serves a
+// client outside both namespaces (the test itself) on a service address,
+// 10.78.0.100, that both namespaces hold and the host routes to A. The
+// server is migrated to B with its listener and the established
+// connection (dumped in repair mode, so neither side's kernel closes it);
+// the host's route to the service address is then moved to B, as an
+// operator moves a service address, and the same client connection keeps
+// working: the server answers from B with its original PID.
+func TestMigrateKeepsTCPClient(t *testing.T) {
+	e := newMigEnv(t)
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is not installed")
+	}
+	id := os.Getpid() % 100000
+	hA, hB := fmt.Sprintf("ckh%da", id), fmt.Sprintf("ckh%db", id)
+	for _, l := range []struct{ host, ns, hostIP, nsIP string }{
+		{hA, e.nsA, "10.78.1.1", "10.78.1.2"}, {hB, e.nsB, "10.78.2.1", "10.78.2.2"},
+	} {
+		sh(t, "ip", "link", "add", l.host, "type", "veth", "peer", "name", "vhost", "netns", l.ns)
+		t.Cleanup(func() { exec.Command("ip", "link", "del", l.host).Run() })
+		sh(t, "ip", "addr", "add", l.hostIP+"/24", "dev", l.host)
+		sh(t, "ip", "link", "set", l.host, "up")
+		sh(t, "ip", "-n", l.ns, "addr", "add", l.nsIP+"/24", "dev", "vhost")
+		sh(t, "ip", "-n", l.ns, "link", "set", "vhost", "up")
+		sh(t, "ip", "-n", l.ns, "route", "add", "default", "via", l.hostIP)
+		sh(t, "ip", "-n", l.ns, "addr", "add", "10.78.0.100/32", "dev", "lo")
+	}
+	sh(t, "ip", "route", "add", "10.78.0.100/32", "via", "10.78.1.2", "dev", hA)
+	t.Cleanup(func() { exec.Command("ip", "route", "del", "10.78.0.100/32").Run() })
+
+	out := filepath.Join(e.dir, "server.out")
+	f, _ := os.Create(out)
+	server := e.inA("python3", "-u", "-c", `
+import os, socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.78.0.100", 7600))
+s.listen(4)
+print("LISTEN", os.getpid(), flush=True)
+c, peer = s.accept()
+print("ACCEPTED", peer, flush=True)
+while True:
+    d = c.recv(100)
+    if not d:
+        break
+    c.sendall(b"echo:" + d + b" from " + str(os.getpid()).encode() + b"\n")
+`)
+	server.Stdout, server.Stderr = f, f
+	server.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { server.Process.Kill(); server.Wait() })
+	waitFor(t, "the server to listen", func() bool { b, _ := os.ReadFile(out); return strings.Contains(string(b), "LISTEN") })
+	pid := server.Process.Pid
+
+	conn, err := net.DialTimeout("tcp", "10.78.0.100:7600", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	ask := func(what string) string {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := conn.Write([]byte(what)); err != nil {
+			t.Fatalf("sending %q: %v", what, err)
+		}
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			b, _ := os.ReadFile(out)
+			t.Fatalf("reading the answer to %q: %v (server output: %s)", what, err, b)
+		}
+		return strings.TrimSpace(line)
+	}
+	want := fmt.Sprintf("echo:before from %d", pid)
+	if got := ask("before"); got != want {
+		t.Fatalf("before the migration: %q, want %q", got, want)
+	}
+
+	agentB := e.agentBPID(t)
+	res := e.migrate(t, pid, migIPB+":"+migPort, "--json")
+	wantCode(t, res, 0, "migrate")
+	server.Wait()
+	// The service address moves: A gives it up, the host routes it to B.
+	sh(t, "ip", "-n", e.nsA, "addr", "del", "10.78.0.100/32", "dev", "lo")
+	sh(t, "ip", "route", "replace", "10.78.0.100/32", "via", "10.78.2.2", "dev", hB)
+	if got := ask("after"); got != fmt.Sprintf("echo:after from %d", pid) {
+		t.Fatalf("after the migration: %q, want the same connection answered by PID %d", got, pid)
+	}
+	host := 0
+	for h, inner := range inPIDNS(agentB) {
+		if inner == pid {
+			host = h
+		}
+	}
+	if host == 0 {
+		t.Fatalf("the server is not in B's PID namespace")
+	}
+	nsB, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", agentB))
+	if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", host)); l != nsB {
+		t.Errorf("the server answers from network namespace %s, want B's %s", l, nsB)
+	}
+	// And the migrated listener still accepts.
+	c2, err := net.DialTimeout("tcp", "10.78.0.100:7600", 10*time.Second)
+	if err != nil {
+		t.Errorf("a new connection to the migrated listener: %v", err)
+	} else {
+		c2.Close()
+	}
+	t.Log("the client's connection survived the migration from A to B")
 }
