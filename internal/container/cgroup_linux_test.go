@@ -72,7 +72,6 @@ func TestFreezeThaw(t *testing.T) {
 	if err := cg.Create(time.Second); err != nil {
 		t.Fatal(err)
 	}
-	defer cg.Remove()
 	out := filepath.Join(t.TempDir(), "count")
 	cmd := exec.Command("/bin/sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > `+out+`.tmp; mv `+out+`.tmp `+out+`; done`)
 	// Born in the group: no child forked before a move could run on
@@ -86,7 +85,14 @@ func TestFreezeThaw(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cg.Kill(); cmd.Wait() }()
+	defer func() {
+		cg.Kill()
+		cmd.Wait()
+		cg.Create(5 * time.Second) // waits until the group is empty
+		if err := cg.Remove(); err != nil {
+			t.Error(err)
+		}
+	}()
 	read := func() string { b, _ := os.ReadFile(out); return string(b) }
 	deadline := time.Now().Add(10 * time.Second)
 	for read() == "" && time.Now().Before(deadline) {

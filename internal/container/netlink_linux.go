@@ -103,8 +103,8 @@ func (m *nlmsg) do(what string) error {
 }
 
 // createVeth creates the pair host <-> peer with the peer in the network
-// namespace of process nsPID.
-func createVeth(host, peer string, nsPID int) error {
+// namespace of file descriptor nsFD.
+func createVeth(host, peer string, nsFD int) error {
 	m := newNlmsg(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL)
 	m.ifinfo(0)
 	m.attr(unix.IFLA_IFNAME, cstr(host))
@@ -114,7 +114,7 @@ func createVeth(host, peer string, nsPID int) error {
 	endPeer := m.nest(vethInfoPeer)
 	m.ifinfo(0)
 	m.attr(unix.IFLA_IFNAME, cstr(peer))
-	m.attr(unix.IFLA_NET_NS_PID, u32(uint32(nsPID)))
+	m.attr(unix.IFLA_NET_NS_FD, u32(uint32(nsFD)))
 	m.align()
 	endPeer()
 	endData()

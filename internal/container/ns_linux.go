@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 
 	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/nsenter"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,24 +19,9 @@ import (
 const nsFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET
 
 // inNamespace runs fn on an OS thread that joined namespace ns ("uts",
-// "net") of process pid. The thread is never given back to the Go runtime:
-// it exits with the goroutine, so no other goroutine runs in that namespace.
+// "net") of process pid (package nsenter).
 func inNamespace(pid int, ns string, flag int, fn func() error) error {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
-	if err != nil {
-		return fmt.Errorf("opening the %s namespace of process %d: %w", ns, pid, err)
-	}
-	defer f.Close()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with us
-		if err := unix.Setns(int(f.Fd()), flag); err != nil {
-			done <- fmt.Errorf("joining the %s namespace of process %d: %w", ns, pid, err)
-			return
-		}
-		done <- fn()
-	}()
-	return <-done
+	return nsenter.RunPID(pid, ns, flag, fn)
 }
 
 // Snapshot reads the namespaces' state of the container whose PID 1 is
@@ -171,21 +156,21 @@ func SetHostname(pid int, name string) error {
 	})
 }
 
-// SetupNet recreates the interfaces of nifs in the network namespace of
-// process pid (a fresh one: only the loopback, down): the loopback's state,
-// and veth pairs with their addresses on both ends.
-func SetupNet(pid int, nifs []image.NetIf) error {
+// SetupNet recreates the interfaces of nifs in network namespace ns (a
+// fresh one: only the loopback, down): the loopback's state, and veth
+// pairs with their addresses on both ends.
+func SetupNet(ns *os.File, nifs []image.NetIf) error {
 	for _, n := range nifs {
 		switch {
 		case n.Name == "lo":
 			if !n.Up {
 				continue
 			}
-			if err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error { return linkUp("lo") }); err != nil {
+			if err := nsenter.Run(ns, unix.CLONE_NEWNET, func() error { return linkUp("lo") }); err != nil {
 				return err
 			}
 		case n.Veth:
-			if err := SetupVeth(pid, n); err != nil {
+			if err := SetupVeth(ns, n); err != nil {
 				return err
 			}
 		default:

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/nsenter"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,11 +45,11 @@ func ParseVeth(name, spec string) (*image.NetIf, error) {
 }
 
 // SetupVeth creates the veth pair v (an image.NetIf with Veth set) between
-// the host and the network namespace of process pid, gives both ends
-// their addresses and brings them up. A host end of the same name left by
-// an earlier incarnation of the container (its namespace not yet freed)
+// the host and network namespace ns (e.g. /proc/PID/ns/net), gives both
+// ends their addresses and brings them up. A host end of the same name left
+// by an earlier incarnation of the container (its namespace not yet freed)
 // is deleted first.
-func SetupVeth(pid int, v image.NetIf) error {
+func SetupVeth(ns *os.File, v image.NetIf) error {
 	if !v.Veth || v.Peer == "" {
 		return fmt.Errorf("interface %s is not a veth with a host end", v.Name)
 	}
@@ -56,7 +58,7 @@ func SetupVeth(pid int, v image.NetIf) error {
 			return err
 		}
 	}
-	if err := createVeth(v.Peer, v.Name, pid); err != nil {
+	if err := createVeth(v.Peer, v.Name, int(ns.Fd())); err != nil {
 		return err
 	}
 	undo := func(err error) error {
@@ -66,7 +68,7 @@ func SetupVeth(pid int, v image.NetIf) error {
 	if err := addrsUp(v.Peer, v.PeerAddrs); err != nil {
 		return undo(err)
 	}
-	if err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error { return addrsUp(v.Name, v.Addrs) }); err != nil {
+	if err := nsenter.Run(ns, unix.CLONE_NEWNET, func() error { return addrsUp(v.Name, v.Addrs) }); err != nil {
 		return undo(err)
 	}
 	return nil

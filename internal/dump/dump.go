@@ -159,7 +159,7 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 		h.release(false)
 		return nil, err
 	}
-	tree, err := h.collect(ctx, pid, pw)
+	tree, err := h.collectIn(ctx, pid, pw)
 	if err == nil && inner != nil {
 		err = translatePIDs(tree, inner)
 	}

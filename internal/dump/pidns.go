@@ -2,12 +2,15 @@ package dump
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/nsenter"
 	"github.com/ckpt/ckpt/internal/procfs"
+	"golang.org/x/sys/unix"
 )
 
 // A container's processes are dumped like any tree (ptrace, /proc, injected
@@ -145,4 +148,20 @@ func translatePIDs(t *image.Tree, m map[int]int) error {
 		}
 	}
 	return nil
+}
+
+// collectIn is collect, for a container from a thread inside its network
+// namespace: socket diagnostics (sock_diag) only see the sockets of the
+// namespace they are asked in.
+func (h *Handle) collectIn(ctx context.Context, pid int, pw image.PageWriter) (*image.Tree, error) {
+	if !h.opts.PIDNamespace {
+		return h.collect(ctx, pid, pw)
+	}
+	var tree *image.Tree
+	err := nsenter.RunPID(pid, "net", unix.CLONE_NEWNET, func() error {
+		var err error
+		tree, err = h.collect(ctx, pid, pw)
+		return err
+	})
+	return tree, err
 }

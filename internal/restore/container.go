@@ -7,27 +7,59 @@ import (
 	"strings"
 
 	"github.com/ckpt/ckpt/internal/container"
+	"github.com/ckpt/ckpt/internal/nsenter"
 	"github.com/ckpt/ckpt/internal/ptrace"
 	"golang.org/x/sys/unix"
 )
 
-// A container image (Tree.Container set) is restored into new namespaces:
-// the helper unshares mount, UTS, IPC, network and time namespaces, which
-// are given the saved hostname, clock offsets and interfaces before any
-// process enters them, and is moved into Options.Cgroup; the root is then
-// cloned into a new PID namespace with set_tid {1}, and every other
-// process is cloned by its parent inside that namespace with its saved
-// PID there, whatever the host runs under the same numbers. The restorer
-// keeps working with the PIDs it sees (rproc.pid); only what runs inside a
+// A container image (Tree.Container set) is restored into new namespaces.
+// The restorer first creates the network namespace and its interfaces
+// (loopback, veth pairs with their addresses), and creates the tree's
+// sockets from a thread inside it, so they belong there and can bind the
+// container's addresses. The helper then unshares mount, UTS, IPC and time
+// namespaces, which get the saved hostname and clock offsets before any
+// process enters them, joins the network namespace (pidfd_getfd of the
+// restorer's handle on it, setns), and is moved into Options.Cgroup; the
+// root is cloned into a new PID namespace with set_tid {1}, and every other
+// process is cloned by its parent inside that namespace with its saved PID
+// there, whatever the host runs under the same numbers. The restorer keeps
+// working with the PIDs it sees (rproc.pid); only what runs inside a
 // process (setpgid, rt_sigqueueinfo, set_tid) uses the saved ones.
 
-const containerNS = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWTIME
+const containerNS = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWTIME
+
+// openFilesIn opens the image's files and sockets; for a container, after
+// creating its network namespace, and from inside it.
+func (r *restorer) openFilesIn() error {
+	if r.tree.Container == nil {
+		return r.openFiles()
+	}
+	ns, err := nsenter.NewNet()
+	if err != nil {
+		return err
+	}
+	r.netns = ns
+	r.extra = append(r.extra, ns) // closed with the other files
+	if err := container.SetupNet(ns, r.tree.Container.Net); err != nil {
+		return err
+	}
+	return nsenter.Run(ns, unix.CLONE_NEWNET, r.openFiles)
+}
 
 // enterNamespaces prepares the helper; it runs on the tracer thread.
 func (r *restorer) enterNamespaces(in *ptrace.Injector) error {
 	c := r.tree.Container
 	if _, err := in.Syscall(unix.SYS_UNSHARE, containerNS); err != nil {
 		return fmt.Errorf("helper: creating the container's namespaces: %w", err)
+	}
+	fd, err := in.Syscall(unix.SYS_PIDFD_GETFD, uint64(r.pidfd), uint64(r.netns.Fd()), 0)
+	if err != nil {
+		return fmt.Errorf("helper: taking the container's network namespace: %w", err)
+	}
+	_, err = in.Syscall(unix.SYS_SETNS, fd, unix.CLONE_NEWNET)
+	_, _ = in.Syscall(unix.SYS_CLOSE, fd)
+	if err != nil {
+		return fmt.Errorf("helper: joining the container's network namespace: %w", err)
 	}
 	mem, err := ptrace.OpenMem(in.TID)
 	if err != nil {
@@ -45,9 +77,6 @@ func (r *restorer) enterNamespaces(in *ptrace.Injector) error {
 		return err
 	}
 	if err := container.SetHostname(in.TID, c.Hostname); err != nil {
-		return err
-	}
-	if err := container.SetupNet(in.TID, c.Net); err != nil {
 		return err
 	}
 	if r.opts.Cgroup != "" {

@@ -130,7 +130,7 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	}
 	r := &restorer{tree: tree, pr: pr, opts: opts, res: &Result{Root: tree.Root, child: !opts.Detach}, epollDone: map[int]bool{}}
 	defer r.closeFiles()
-	if err := r.openFiles(); err != nil {
+	if err := r.openFilesIn(); err != nil {
 		r.finishShm(true)
 		r.dropTTYs()
 		return nil, err

@@ -35,6 +35,7 @@ type restorer struct {
 	shmCreated []int               // System V segments this restore created
 	shmRemove  []int               // ... and those to remove once attached (removed at dump)
 
+	netns   *os.File // a container's new network namespace (container.go)
 	helper  int
 	scratch uint64
 	pidfd   int // number of the tracees' pidfd for the restorer

@@ -33,7 +33,15 @@ func (s *sup) startContainer() (int, error) {
 	if s.veth != nil {
 		// The program starts once its network is there (init waits for
 		// the hold pipe to close).
-		if err := container.SetupVeth(pid, *s.veth); err != nil {
+		err := func() error {
+			ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+			if err != nil {
+				return err
+			}
+			defer ns.Close()
+			return container.SetupVeth(ns, *s.veth)
+		}()
+		if err != nil {
 			_ = s.cg.Kill()
 			_, _ = cmd.Process.Wait()
 			return 0, fmt.Errorf("%w: container %s: %v", ErrSupervisor, s.o.Name, err)
