@@ -32,7 +32,7 @@ type migrateOptions struct {
 	to, group, tokenFile string
 	maxRounds            int
 	noPreCopy            bool
-	timeout              time.Duration
+	timeout, stall       time.Duration
 	asJSON               bool
 }
 
@@ -113,6 +113,7 @@ file system), as for 'ckpt restore'.`,
 	f.IntVar(&o.maxRounds, "max-rounds", 8, "most pre-copy rounds")
 	f.BoolVar(&o.noPreCopy, "no-pre-copy", false, "send all memory while the tree is frozen")
 	f.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long to wait, frozen, for the destination's restore")
+	f.DurationVar(&o.stall, "stall-timeout", 30*time.Second, "give up when the destination takes no data for this long")
 	f.BoolVar(&o.asJSON, "json", false, "print the result as one JSON document")
 	return c
 }
@@ -180,8 +181,18 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 	if err != nil {
 		return usageError("%v", err)
 	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	client := &http.Client{Transport: &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		// A destination that stops taking the stream (stopped, cut off)
+		// fails the migration after --stall-timeout instead of holding
+		// the source, frozen in the final pass, for ever.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &stallConn{Conn: c, stall: o.stall}, nil
+		},
 		ResponseHeaderTimeout: 0, // the answer comes after the restore
 	}}
 	// Preflight: reachable, group known, token right, before the process
@@ -278,6 +289,23 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 		g.warnf("no pre-copy: %s", st.PreCopyNote)
 	}
 	return nil
+}
+
+// stallConn fails a write that makes no progress for stall.
+type stallConn struct {
+	net.Conn
+	stall time.Duration
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if err := c.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("the destination took nothing for %v (--stall-timeout): %w", c.stall, err)
+	}
+	return n, err
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

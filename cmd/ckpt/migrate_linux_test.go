@@ -411,10 +411,31 @@ func TestMigrateFailuresLeaveSourceRunning(t *testing.T) {
 	nothingOnB("failed restore")
 	sh(t, "nsenter", "-t", strconv.Itoa(agentB), "-m", "umount", filepath.Dir(out))
 
-	// B dies mid-transfer: the link is slowed to 40 Mbit/s (64 MiB take
-	// 13 s) and B's agent is killed once the transfer is under way.
+	// B stops (SIGSTOP: it takes nothing more) mid-transfer: the link is
+	// slowed to 40 Mbit/s (64 MiB take 13 s); migrate gives up after its
+	// stall timeout.
 	sh(t, "ip", "netns", "exec", e.nsA, "tc", "qdisc", "add", "dev", "vmig", "root", "tbf", "rate", "40mbit", "burst", "64kb", "latency", "200ms")
 	base := receivedBytes(agentB)
+	stalled := make(chan result, 1)
+	go func() { stalled <- e.migrate(t, pid, migIPB+":"+migPort, "--stall-timeout", "2s") }()
+	waitFor(t, "the transfer to start", func() bool { return receivedBytes(agentB) > base+4<<20 })
+	syscall.Kill(agentB, syscall.SIGSTOP)
+	select {
+	case res = <-stalled:
+	case <-time.After(60 * time.Second):
+		t.Fatal("migrate did not give up on a stopped destination")
+	}
+	syscall.Kill(agentB, syscall.SIGCONT)
+	if res.code != 1 || !strings.Contains(res.stderr, "took nothing for 2s") || !strings.Contains(res.stderr, "runs on") {
+		t.Fatalf("destination stopped: exit %d, %s", res.code, res.stderr)
+	}
+	t.Log(strings.TrimSpace(res.stderr))
+	stillRunning("destination stopped")
+	waitFor(t, "B to drop the cut migration", func() bool { return len(inPIDNS(agentB)) == 0 })
+
+	// B dies mid-transfer: B's agent is killed once the transfer is under
+	// way.
+	base = receivedBytes(agentB)
 	done := make(chan result, 1)
 	go func() { done <- e.migrate(t, pid, migIPB+":"+migPort) }()
 	waitFor(t, "the transfer to start", func() bool { return receivedBytes(agentB) > base+4<<20 })
