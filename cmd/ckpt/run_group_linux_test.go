@@ -97,22 +97,30 @@ func (l *logLines) wait(t *testing.T, n int, subs ...string) {
 	}
 }
 
-// TestRunGroup runs three unmodified python3 programs as the members of a
-// group (`ckpt run --group`) under `ckpt coordinator`, over loopback: a
-// global checkpoint commits; in the next round member 2 is killed after
-// the others prepared, which aborts the round, and the others kill their
-// programs and exit 125 (group lost); the global checkpoint of round 1 is
-// still the recovery line, and launched again every member is restored
-// from its member of round 1; every program's output equals an
-// uninterrupted run's.
-func TestRunGroup(t *testing.T) {
+// groupRun is a coordinator and the members of group g, each running
+// p.py: a pseudo-random sequence written to its own file.
+type groupRun struct {
+	t        *testing.T
+	dir      string
+	repoDir  string
+	addr     string
+	n, steps int
+	coord    *exec.Cmd
+	clog     *logLines
+	all      []*member
+}
+
+type member struct {
+	cmd *exec.Cmd
+	log *logLines
+}
+
+func startGroupRun(t *testing.T, n, steps int) *groupRun {
 	requireRoot(t)
 	requireTool(t, "/usr/bin/python3")
-	const n, steps = 3, 900
 	dir := t.TempDir()
-	repoDir := filepath.Join(dir, "repo")
-	script := filepath.Join(dir, "p.py")
-	if err := os.WriteFile(script, []byte(`import sys, time
+	g := &groupRun{t: t, dir: dir, repoDir: filepath.Join(dir, "repo"), n: n, steps: steps}
+	if err := os.WriteFile(filepath.Join(dir, "p.py"), []byte(`import sys, time
 out = open(sys.argv[1], "w")
 x = 3 + int(sys.argv[2])
 for i in range(int(sys.argv[3])):
@@ -122,35 +130,36 @@ for i in range(int(sys.argv[3])):
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	outFile := func(r int) string { return filepath.Join(dir, fmt.Sprintf("out%d", r)) }
-	want := func(r int) string {
-		var b strings.Builder
-		x := 3 + r
-		for i := range steps {
-			x = x * 48271 % 2147483647
-			fmt.Fprintf(&b, "%d %d\n", i, x)
+	g.coord = exec.Command(ckptBin, "--repo", g.repoDir, "coordinator", "--group", "g", "--ranks", fmt.Sprint(n), "--timeout", "60s", "--verbose")
+	g.coord.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
+	cerrPipe, err := g.coord.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cout, err := g.coord.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.coord.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// No coordinator, member or program left behind, whatever happened.
+		g.coord.Process.Kill()
+		g.coord.Wait()
+		for _, m := range g.all {
+			m.cmd.Process.Kill()
 		}
-		return b.String()
-	}
-
-	coord := exec.Command(ckptBin, "--repo", repoDir, "coordinator", "--group", "g", "--ranks", fmt.Sprint(n), "--timeout", "60s", "--verbose")
-	coord.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
-	cerrPipe, err := coord.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cout, err := coord.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := coord.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		coord.Process.Kill()
-		coord.Wait()
-	}()
-	clog := watchLines(cerrPipe, "coordinator")
+		for _, j := range psJobs(t, g.repoDir) {
+			if j.PID > 0 {
+				syscall.Kill(j.PID, syscall.SIGKILL)
+			}
+		}
+		for _, m := range g.all {
+			m.cmd.Wait()
+		}
+	})
+	g.clog = watchLines(cerrPipe, "coordinator")
 	sc := bufio.NewScanner(cout)
 	if !sc.Scan() {
 		t.Fatalf("coordinator printed nothing")
@@ -159,65 +168,129 @@ for i in range(int(sys.argv[3])):
 	if !ok {
 		t.Fatalf("coordinator said %q", sc.Text())
 	}
+	g.addr = addr
+	return g
+}
 
-	type member struct {
-		cmd *exec.Cmd
-		log *logLines
+func (g *groupRun) out(r int) string { return filepath.Join(g.dir, fmt.Sprintf("out%d", r)) }
+
+// want is member r's output in an uninterrupted run.
+func (g *groupRun) want(r int) string {
+	var b strings.Builder
+	x := 3 + r
+	for i := range g.steps {
+		x = x * 48271 % 2147483647
+		fmt.Fprintf(&b, "%d %d\n", i, x)
 	}
-	var all []*member
-	defer func() {
-		// On failure: no member or program left behind.
-		for _, m := range all {
-			m.cmd.Process.Kill()
+	return b.String()
+}
+
+func (g *groupRun) launch(r int) *member {
+	c := exec.Command(ckptBin, "--repo", g.repoDir, "run", "--group", "g", "--coordinator", g.addr, "--rank", fmt.Sprint(r), "--ranks", fmt.Sprint(g.n),
+		"--", "/usr/bin/python3", filepath.Join(g.dir, "p.py"), g.out(r), fmt.Sprint(r), fmt.Sprint(g.steps))
+	c.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
+	p, err := c.StderrPipe()
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		g.t.Fatal(err)
+	}
+	m := &member{cmd: c, log: watchLines(p, fmt.Sprintf("member %d", r))}
+	g.all = append(g.all, m)
+	return m
+}
+
+// launchAll starts every member and waits until each program runs.
+func (g *groupRun) launchAll(fresh bool) []*member {
+	t := g.t
+	var ms []*member
+	for r := range g.n {
+		ms = append(ms, g.launch(r))
+	}
+	if fresh {
+		for r := range g.n {
+			ms[r].log.wait(t, 1, "starts fresh")
+			waitFor(t, fmt.Sprintf("member %d's program to write", r), func() bool { return fileSize(g.out(r)) > 0 })
 		}
-		for _, j := range psJobs(t, repoDir) {
-			if j.PID > 0 {
-				syscall.Kill(j.PID, syscall.SIGKILL)
-			}
+	}
+	return ms
+}
+
+// finish waits for every member of a launch that resumes round to end,
+// and checks each was restored from its member of round and produced an
+// uninterrupted run's output.
+func (g *groupRun) finish(ms []*member, round uint64, members []string) {
+	t := g.t
+	for r := range g.n {
+		if err := ms[r].cmd.Wait(); err != nil {
+			t.Fatalf("member %d after the relaunch: %v\n%s", r, err, ms[r].log)
 		}
-		for _, m := range all {
-			m.cmd.Wait()
+		line := fmt.Sprintf("restoring rank %d from global checkpoint round %d (%s)", r, round, members[r][:12])
+		if ms[r].log.count(line) != 1 {
+			t.Errorf("member %d: no %q in\n%s", r, line, ms[r].log)
 		}
-	}()
-	launch := func(r int) *member {
-		c := exec.Command(ckptBin, "--repo", repoDir, "run", "--group", "g", "--coordinator", addr, "--rank", fmt.Sprint(r), "--ranks", fmt.Sprint(n),
-			"--", "/usr/bin/python3", script, outFile(r), fmt.Sprint(r), fmt.Sprint(steps))
-		c.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
-		p, err := c.StderrPipe()
+		got, err := os.ReadFile(g.out(r))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
+		if string(got) != g.want(r) {
+			t.Errorf("member %d: output differs from an uninterrupted run (%d vs %d bytes)", r, len(got), len(g.want(r)))
 		}
-		m := &member{cmd: c, log: watchLines(p, fmt.Sprintf("member %d", r))}
-		all = append(all, m)
-		return m
 	}
-	var ms []*member
-	for r := range n {
-		ms = append(ms, launch(r))
+	g.clog.wait(t, 1, "every rank is done")
+	for r, j := range psJobs(t, g.repoDir) {
+		if j.State != "done" {
+			t.Errorf("job %s: state %s, want done", r, j.State)
+		}
 	}
+}
+
+// global is the group's recovery line, its members' IDs by rank.
+func (g *groupRun) global() (uint64, []string) {
+	rp, err := repo.OpenDir(context.Background(), g.repoDir, nil, false)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer rp.Close()
+	gl, err := group.LastGlobal(context.Background(), rp, "g")
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	var ids []string
+	for r, v := range gl.Votes {
+		if _, err := rp.Load(context.Background(), v.Checkpoint); err != nil {
+			g.t.Fatalf("rank %d's member of global checkpoint round %d: %v", r, gl.Round, err)
+		}
+		ids = append(ids, v.Checkpoint)
+	}
+	return gl.Round, ids
+}
+
+// TestRunGroup runs three unmodified python3 programs as the members of a
+// group (`ckpt run --group`) under `ckpt coordinator`, over loopback: a
+// global checkpoint commits; in the next round member 2 is killed after
+// the others prepared, which aborts the round, and the others kill their
+// programs and exit 125 (group lost); the global checkpoint of round 1 is
+// still the recovery line, and launched again every member is restored
+// from its member of round 1; every program's output equals an
+// uninterrupted run's.
+func TestRunGroup(t *testing.T) {
+	const n = 3
+	g := startGroupRun(t, n, 900)
+	clog := g.clog
+	ms := g.launchAll(true)
 	clog.wait(t, n, "rank registered")
-	for r := range n {
-		ms[r].log.wait(t, 1, "starts fresh")
-		waitFor(t, fmt.Sprintf("member %d's program to write", r), func() bool { return fileSize(outFile(r)) > 0 })
-	}
 
 	// Round 1 commits.
-	coord.Process.Signal(syscall.SIGUSR1)
+	g.coord.Process.Signal(syscall.SIGUSR1)
 	clog.wait(t, 1, "global checkpoint committed", "round=1")
 	for r := range n {
 		ms[r].log.wait(t, 1, "global checkpoint round 1 committed")
 	}
-	rp, err := repo.OpenDir(context.Background(), repoDir, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rp.Close()
-	g1, err := group.LastGlobal(context.Background(), rp, "g")
-	if err != nil || g1.Round != 1 || len(g1.Votes) != n {
-		t.Fatalf("global checkpoint after round 1: %+v, %v", g1, err)
+	round, g1 := g.global()
+	if round != 1 || len(g1) != n {
+		t.Fatalf("global checkpoint after round 1: round %d, members %v", round, g1)
 	}
 
 	// Round 2: member 2 cannot answer (stopped), the others prepare, then
@@ -225,14 +298,14 @@ for i in range(int(sys.argv[3])):
 	if err := ms[2].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	coord.Process.Signal(syscall.SIGUSR1)
+	g.coord.Process.Signal(syscall.SIGUSR1)
 	clog.wait(t, 2, "rank prepared", "round=2")
 	if c := clog.count("rank prepared", "round=2", "rank=2"); c != 0 {
 		t.Fatalf("stopped member 2 prepared round 2")
 	}
-	prog2 := psJobs(t, repoDir)["g.rank2"].PID
+	prog2 := psJobs(t, g.repoDir)["g.rank2"].PID
 	if prog2 <= 0 {
-		t.Fatalf("no program PID for member 2: %+v", psJobs(t, repoDir))
+		t.Fatalf("no program PID for member 2: %+v", psJobs(t, g.repoDir))
 	}
 	ms[2].cmd.Process.Kill()
 	syscall.Kill(prog2, syscall.SIGKILL)
@@ -249,47 +322,45 @@ for i in range(int(sys.argv[3])):
 		}
 	}
 	waitFor(t, "member 2's program to go", func() bool { return !alive(prog2) })
-	g2, err := group.LastGlobal(context.Background(), rp, "g")
-	if err != nil || g2.Round != 1 {
-		t.Fatalf("recovery line after the aborted round: round %d, %v; want 1", g2.Round, err)
-	}
-	for r, v := range g2.Votes {
-		if v.Checkpoint != g1.Votes[r].Checkpoint {
-			t.Fatalf("rank %d's member of round 1 changed: %s, was %s", r, v.Checkpoint, g1.Votes[r].Checkpoint)
-		}
-		if _, err := rp.Load(context.Background(), v.Checkpoint); err != nil {
-			t.Fatalf("rank %d's member of the recovery line is gone: %v", r, err)
-		}
+	round, g2 := g.global()
+	if round != 1 || strings.Join(g2, ",") != strings.Join(g1, ",") {
+		t.Fatalf("recovery line after the aborted round: round %d %v; want round 1 %v", round, g2, g1)
 	}
 
 	// Launched again: every member comes back from round 1 and runs to
 	// the end.
-	ms = ms[:0]
+	g.finish(g.launchAll(false), 1, g1)
+}
+
+// TestRunGroupStop: SIGTERM to every member (a scheduler's preemption)
+// takes a global checkpoint before the programs are stopped (exit 143);
+// launched again, the group resumes from it.
+func TestRunGroupStop(t *testing.T) {
+	const n = 3
+	g := startGroupRun(t, n, 700)
+	ms := g.launchAll(true)
+	g.clog.wait(t, n, "rank registered")
 	for r := range n {
-		ms = append(ms, launch(r))
+		ms[r].cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for r := range n {
-		if err := ms[r].cmd.Wait(); err != nil {
-			t.Fatalf("member %d after the relaunch: %v\n%s", r, err, ms[r].log)
+		err := ms[r].cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 143 {
+			t.Fatalf("member %d after SIGTERM: %v, want exit 143\n%s", r, err, ms[r].log)
 		}
-		line := fmt.Sprintf("restoring rank %d from global checkpoint round 1 (%s)", r, g1.Votes[r].Checkpoint[:12])
-		if ms[r].log.count(line) != 1 {
-			t.Errorf("member %d: no %q in\n%s", r, line, ms[r].log)
-		}
-		got, err := os.ReadFile(outFile(r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != want(r) {
-			t.Errorf("member %d: output differs from an uninterrupted run (%d vs %d bytes)", r, len(got), len(want(r)))
+		if ms[r].log.count("stopping on terminated (round 1 committed)") != 1 {
+			t.Errorf("member %d did not stop after round 1 committed:\n%s", r, ms[r].log)
 		}
 	}
-	clog.wait(t, 1, "every rank is done")
-	for r, j := range psJobs(t, repoDir) {
-		if j.State != "done" {
-			t.Errorf("job %s: state %s, want done", r, j.State)
-		}
+	round, g1 := g.global()
+	if round != 1 {
+		t.Fatalf("recovery line after the stop: round %d, want 1", round)
 	}
+	if j := psJobs(t, g.repoDir)["g.rank0"]; j.State != "stopped" {
+		t.Errorf("member 0's job after the stop: %+v", j)
+	}
+	g.finish(g.launchAll(false), 1, g1)
 }
 
 func TestRunGroupUsage(t *testing.T) {

@@ -25,6 +25,9 @@ type GroupOptions struct {
 	Rank, Ranks int
 	Node        string        // shown in the group manifest (default: host name)
 	Timeout     time.Duration // bounds reaching the coordinator and registering (default 1 minute)
+	// StopTimeout bounds the wait for the global checkpoint asked for on
+	// SIGTERM or SIGHUP (default 30 s).
+	StopTimeout time.Duration
 }
 
 // ExitGroupLost is the exit status of a member whose group was lost (a
@@ -43,7 +46,9 @@ const ExitGroupLost = 125
 // the others the group is lost, and every member kills its program and
 // exits with ExitGroupLost. When the program exits by itself the member
 // says it is done and exits with the program's status once every member
-// is (no more rounds are taken after the first member is done).
+// is (no more rounds are taken after the first member is done). SIGTERM
+// or SIGHUP asks the coordinator for a round and stops the program (exit
+// 143) once it committed or aborted, or after g.StopTimeout.
 func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g GroupOptions) (int, error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -59,6 +64,9 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 	}
 	if g.Timeout <= 0 {
 		g.Timeout = time.Minute
+	}
+	if g.StopTimeout <= 0 {
+		g.StopTimeout = 30 * time.Second
 	}
 	o.Keep = 0 // the member of the recovery line is removed only once a newer round commits
 	host, _ := os.Hostname()
@@ -155,6 +163,19 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 	}
 	var done *int                   // the program's exit status once it exited by itself
 	prepared := map[uint64]string{} // this member's checkpoint of each round
+	var stopping os.Signal          // SIGTERM or SIGHUP came: stop after the next round's outcome
+	var stopTimer <-chan time.Time
+	stopNow := func(outcome string) (int, error) {
+		o.Logf("group %s: stopping on %s (%s); the group resumes from round %d when launched again", g.Group, stopping, outcome, committed)
+		if pid != 0 {
+			unix.Kill(pid, unix.SIGKILL)
+			<-exited
+		}
+		s.job.State, s.job.PID = StateStopped, 0
+		s.job.Message = fmt.Sprintf("stopped by %s after round %d", stopping, committed)
+		s.save()
+		return 128 + int(syscall.SIGTERM), nil
+	}
 	for {
 		select {
 		case w := <-ctlCh:
@@ -189,8 +210,14 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 						delete(prepared, k)
 					}
 				}
+				if stopping != nil {
+					return stopNow(fmt.Sprintf("round %d committed", w.Round))
+				}
 			case group.MsgAbort:
 				o.Logf("group %s: round %d aborted; the recovery line stays round %d", g.Group, w.Round, committed)
+				if stopping != nil {
+					return stopNow(fmt.Sprintf("round %d aborted", w.Round))
+				}
 			case group.MsgExit:
 				if done != nil {
 					return *done, nil
@@ -225,13 +252,20 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 			if done != nil {
 				return *done, nil
 			}
-			o.Logf("group %s: %s: stopping; the group resumes from round %d when launched again", g.Group, sig, committed)
-			unix.Kill(pid, unix.SIGKILL)
-			<-exited
-			s.job.State, s.job.PID = StateStopped, 0
-			s.job.Message = "stopped by " + sig.String()
-			s.save()
-			return 128 + int(syscall.SIGTERM), nil
+			if stopping != nil {
+				return stopNow("a second signal") // do not wait any longer
+			}
+			// A preemption or the end of the walltime: have the group
+			// checkpointed first (every member of a SLURM step gets the
+			// signal at once; their requests make one round), then stop.
+			stopping = sig
+			o.Logf("group %s: %s: asking for a global checkpoint before stopping", g.Group, sig)
+			if err := ctl.Send(group.Wire{Type: group.MsgRequest, Rank: g.Rank}); err != nil {
+				return stopNow("the coordinator is gone")
+			}
+			stopTimer = time.After(g.StopTimeout)
+		case <-stopTimer:
+			return stopNow(fmt.Sprintf("no round ended within %v", g.StopTimeout))
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
