@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -368,3 +369,63 @@ func (r *CICRank) handleCtl(w group.Wire) {
 // state belongs to the line). The most recent line a whole group can
 // restart from is i = the smallest of the ranks' last indexes.
 func CICLine(indexes [][]uint64, i uint64) []int { return cic.Line(indexes, i) }
+
+// WriteCICTrace writes the ranks' events (events[r]: rank r's, from
+// CICRank.Events) as a trace for `ckpt recovery-line` and the recline
+// package: processes r0, r1, …, checkpoints labelled rR.K (the K-th), the
+// message from rank F to rank T numbered S named mF.T.S, in an order
+// where every receive follows its send. With basicOnly the forced
+// checkpoints are left out: the same run with uncoordinated checkpoints
+// only, to compare. It returns each rank's checkpoint indexes as written
+// (for CICLine). Add "rR fail" lines to say which ranks failed.
+func WriteCICTrace(w io.Writer, events [][]CICEvent, basicOnly bool) ([][]uint64, error) {
+	n := len(events)
+	indexes := make([][]uint64, n)
+	name := func(from, to int, seq uint64) string { return fmt.Sprintf("m%d.%d.%d", from, to, seq) }
+	sent := map[string]bool{}
+	pos := make([]int, n)
+	for {
+		progress, left := false, false
+		for i := range n {
+			for pos[i] < len(events[i]) {
+				e := events[i][pos[i]]
+				if e.Kind == "recv" && !sent[name(e.Peer, i, e.Seq)] {
+					break // after its send, from another rank's events
+				}
+				var err error
+				switch e.Kind {
+				case "ckpt":
+					if !basicOnly || !e.Forced {
+						indexes[i] = append(indexes[i], e.Index)
+						_, err = fmt.Fprintf(w, "r%d ckpt r%d.%d\n", i, i, len(indexes[i]))
+					}
+				case "send":
+					m := name(i, e.Peer, e.Seq)
+					sent[m] = true
+					_, err = fmt.Fprintf(w, "r%d send %s r%d\n", i, m, e.Peer)
+				case "recv":
+					_, err = fmt.Fprintf(w, "r%d recv %s\n", i, name(e.Peer, i, e.Seq))
+				default:
+					err = fmt.Errorf("rank %d event %d: unknown kind %q", i, pos[i], e.Kind)
+				}
+				if err != nil {
+					return nil, err
+				}
+				pos[i]++
+				progress = true
+			}
+			left = left || pos[i] < len(events[i])
+		}
+		if !left {
+			return indexes, nil
+		}
+		if !progress {
+			for i := range n {
+				if pos[i] < len(events[i]) {
+					e := events[i][pos[i]]
+					return nil, fmt.Errorf("rank %d receives message %d from rank %d, which rank %d never sent", i, e.Seq, e.Peer, e.Peer)
+				}
+			}
+		}
+	}
+}

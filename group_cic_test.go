@@ -92,43 +92,10 @@ func cicTrace(t *testing.T, ranks []*ckpt.CICRank, basicOnly bool) (string, [][]
 	for i, r := range ranks {
 		evs[i] = r.Events()
 	}
-	indexes := make([][]uint64, len(ranks))
-	name := func(from, to int, seq uint64) string { return fmt.Sprintf("m%d.%d.%d", from, to, seq) }
-	sent := map[string]bool{}
-	pos := make([]int, len(ranks))
 	var b strings.Builder
-	for {
-		progress, left := false, false
-		for i := range ranks {
-			for pos[i] < len(evs[i]) {
-				e := evs[i][pos[i]]
-				if e.Kind == "recv" && !sent[name(e.Peer, i, e.Seq)] {
-					break
-				}
-				switch e.Kind {
-				case "ckpt":
-					if !basicOnly || !e.Forced {
-						indexes[i] = append(indexes[i], e.Index)
-						fmt.Fprintf(&b, "r%d ckpt r%d.%d\n", i, i, len(indexes[i]))
-					}
-				case "send":
-					m := name(i, e.Peer, e.Seq)
-					sent[m] = true
-					fmt.Fprintf(&b, "r%d send %s r%d\n", i, m, e.Peer)
-				case "recv":
-					fmt.Fprintf(&b, "r%d recv %s\n", i, name(e.Peer, i, e.Seq))
-				}
-				pos[i]++
-				progress = true
-			}
-			left = left || pos[i] < len(evs[i])
-		}
-		if !left {
-			break
-		}
-		if !progress {
-			t.Fatalf("events cannot be ordered: a receive without its send")
-		}
+	indexes, err := ckpt.WriteCICTrace(&b, evs, basicOnly)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for i := range ranks {
 		fmt.Fprintf(&b, "r%d fail\n", i)
