@@ -49,6 +49,9 @@ func (h *Handle) collect(ctx context.Context, root int, pw image.PageWriter) (*i
 		}
 		tree.Process(ip.PPID).Children = append(tree.Process(ip.PPID).Children, ip.PID)
 	}
+	if err := dumpSysvIPC(tree, pids); err != nil {
+		return nil, err
+	}
 	if err := linkFiles(tree, h.opts); err != nil {
 		return nil, err
 	}

@@ -46,6 +46,8 @@ type Tree struct {
 	Sockets   []*UnixSocket `json:"sockets,omitempty"`
 	Inet      []*InetSocket `json:"inet,omitempty"` // TCP and UDP sockets
 	Shm       []*SharedMem  `json:"shm,omitempty"`  // shared memory objects
+	Sem       []*SemSet     `json:"sem,omitempty"`  // System V semaphore sets
+	Msg       []*MsgQueue   `json:"msg,omitempty"`  // System V message queues
 	Warnings  []string      `json:"warnings,omitempty"`
 	// Container is set for a whole-container checkpoint: PIDs are those
 	// inside the container's PID namespace (see Container).

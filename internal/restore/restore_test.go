@@ -30,6 +30,10 @@ func cycle(t *testing.T, bin string, args ...string) (*restored, string) {
 	return cycleOpts(t, restore.Options{}, bin, args...)
 }
 
+// beforeRestore, when set, runs between the kill and the restore (to
+// change the world the way another machine or a reboot would).
+var beforeRestore func(t *testing.T, tree *image.Tree)
+
 // cycleOpts is cycle with restore options (Stdout and Stderr are the
 // test's pipe).
 func cycleOpts(t *testing.T, opts restore.Options, bin string, args ...string) (*restored, string) {
@@ -61,6 +65,9 @@ func cycleOpts(t *testing.T, opts restore.Options, bin string, args ...string) (
 	tree2, err := image.Decode(b)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if beforeRestore != nil {
+		beforeRestore(t, tree2)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -34,6 +34,7 @@ type restorer struct {
 	ttySet     map[*os.File]bool   // terminals given their saved settings
 	shmCreated []int               // System V segments this restore created
 	shmRemove  []int               // ... and those to remove once attached (removed at dump)
+	ipcCreated []ipcObject         // System V semaphore sets and message queues this restore created
 
 	netns   *os.File // a container's new network namespace (container.go)
 	helper  int

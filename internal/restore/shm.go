@@ -25,6 +25,9 @@ const (
 // when it still exists. Mappings are made from these in each process.
 func (r *restorer) openShm() error {
 	r.shm = map[uint64]*os.File{}
+	if err := r.restoreIPC(); err != nil {
+		return err
+	}
 	for _, s := range r.tree.Shm {
 		var err error
 		switch s.Kind {
@@ -217,6 +220,7 @@ func (r *restorer) openMemfd(fd *image.FD, flags int) (*os.File, error) {
 // segments that had been removed while attached; on failure it removes
 // the segments this restore created.
 func (r *restorer) finishShm(failed bool) {
+	r.finishIPC(failed)
 	ids := r.shmRemove
 	if failed {
 		ids = r.shmCreated
