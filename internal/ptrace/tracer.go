@@ -26,23 +26,38 @@ type Tracer struct {
 func NewTracer() *Tracer {
 	t := &Tracer{reqs: make(chan func()), done: make(chan struct{})}
 	ready := make(chan int)
-	go func() {
-		// The thread stays locked for the life of the tracer and is thrown
-		// away with the goroutine, so no other goroutine ever runs on a
-		// thread that is a tracer of something.
-		runtime.LockOSThread()
-		ready <- unix.Gettid()
-		for {
-			select {
-			case f := <-t.reqs:
-				f()
-			case <-t.done:
-				return
-			}
-		}
-	}()
+	go t.loop(ready)
 	t.tid = <-ready
 	return t
+}
+
+func (t *Tracer) loop(ready chan int) {
+	// The thread stays locked for the life of the tracer and is thrown
+	// away with the goroutine, so no other goroutine ever runs on a
+	// thread that is a tracer of something; its exit detaches whatever
+	// it still traces (a killed tracee's exit is then reported to its
+	// real parent). The main thread is never thrown away (Go parks it
+	// instead, and its tracees would stay traced zombies that their
+	// parents wait for forever): there, hold it locked while a new
+	// goroutine, which therefore runs on another thread, becomes the
+	// tracer.
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		inner := make(chan int)
+		go t.loop(inner)
+		ready <- <-inner
+		runtime.UnlockOSThread()
+		return
+	}
+	ready <- unix.Gettid()
+	for {
+		select {
+		case f := <-t.reqs:
+			f()
+		case <-t.done:
+			return
+		}
+	}
 }
 
 // Do runs f on the tracer thread and returns its error.
