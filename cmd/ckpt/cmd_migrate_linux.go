@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -219,16 +221,26 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 	req, _ = http.NewRequestWithContext(rctx, http.MethodPost, base+"/migrate", pr)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/x-ckpt-migration")
+	var idb [8]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		return err
+	}
+	id := hex.EncodeToString(idb[:])
+	req.Header.Set(agent.MigrationHeader, id)
 	type answer struct {
-		a   migrateAnswer
-		err error
+		a    migrateAnswer
+		err  error
+		lost bool // no answer from the agent (the connection failed or timed out), not a refusal
 	}
 	ansc := make(chan answer, 1)
 	go func() {
 		var an answer
 		resp, err := client.Do(req)
+		an.lost = err != nil
 		if err == nil {
 			err = agentAnswer(resp, &an.a)
+			var he *agentHTTPError
+			an.lost = err != nil && !errors.As(err, &he)
 		}
 		if err != nil {
 			an.err = err
@@ -260,7 +272,27 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 	case an = <-ansc:
 	case <-time.After(o.timeout):
 		rcancel()
-		an = answer{err: fmt.Errorf("no answer within --timeout %v after the stream ended", o.timeout)}
+		an = answer{err: fmt.Errorf("no answer within --timeout %v after the stream ended", o.timeout), lost: true}
+	}
+	note := ""
+	if an.err != nil && an.lost {
+		// The whole stream went out but the answer did not come back: ask
+		// the destination what became of the migration rather than guess.
+		st, serr := migrationOutcome(ctx, client, base, tok, id)
+		switch {
+		case serr != nil:
+			an.err = fmt.Errorf("%w; its outcome could not be asked either (%v): the destination may hold a restored copy, check node %s", an.err, serr, info.Node)
+		case st.State == "restored":
+			b, _ := json.Marshal(st.Answer)
+			if jerr := json.Unmarshal(b, &an.a); jerr == nil {
+				note = fmt.Sprintf("the answer was lost (%v); the destination's status says restored", an.err)
+				an.err = nil
+			}
+		case st.State == "failed":
+			an.err = fmt.Errorf("%w; the destination says: %s", an.err, st.Error)
+		default:
+			an.err = fmt.Errorf("%w; the destination says the migration is %s", an.err, st.State)
+		}
 	}
 	if an.err != nil {
 		if rerr := sent.Abort(); rerr != nil {
@@ -278,6 +310,9 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 		PreCopyNote: st.PreCopyNote}
 	if res.Rounds == nil {
 		res.Rounds = []migrate.RoundInfo{}
+	}
+	if note != "" {
+		g.warnf("%s", note)
 	}
 	if o.asJSON {
 		return g.printJSON(res)
@@ -310,8 +345,16 @@ func (c *stallConn) Write(p []byte) (int, error) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// agentHTTPError is an answer of the agent other than 200: a refusal.
+type agentHTTPError struct {
+	status int
+	msg    string
+}
+
+func (e *agentHTTPError) Error() string { return e.msg }
+
 // agentAnswer decodes a 200 answer into v, or turns the agent's JSON error
-// into an error.
+// into an *agentHTTPError.
 func agentAnswer(resp *http.Response, v any) error {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -321,11 +364,49 @@ func agentAnswer(resp *http.Response, v any) error {
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error, Code string }
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (%s)", e.Error, e.Code)
+			return &agentHTTPError{resp.StatusCode, fmt.Sprintf("%s (%s)", e.Error, e.Code)}
 		}
-		return fmt.Errorf("HTTP %s", resp.Status)
+		return &agentHTTPError{resp.StatusCode, "HTTP " + resp.Status}
 	}
 	return json.Unmarshal(b, v)
+}
+
+// migrationOutcome asks the destination agent what became of migration
+// id, for up to 15 s while it is unreachable or still receiving.
+func migrationOutcome(ctx context.Context, client *http.Client, base, tok, id string) (*agent.MigrationStatus, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	var last error
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, base+"/migrations/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		var st agent.MigrationStatus
+		resp, err := client.Do(req)
+		if err == nil {
+			err = agentAnswer(resp, &st)
+		}
+		cancel()
+		var he *agentHTTPError
+		switch {
+		case err == nil && st.State != "receiving":
+			return &st, nil
+		case errors.As(err, &he) && he.status == http.StatusNotFound:
+			// Never received: nothing was restored there.
+			return &agent.MigrationStatus{State: "failed", Error: he.msg}, nil
+		case errors.As(err, &he):
+			return nil, err
+		case err != nil:
+			last = err
+		default:
+			last = fmt.Errorf("still receiving")
+		}
+		if time.Now().After(deadline) {
+			return nil, last
+		}
+		// Retry: the destination may be busy finishing the restore or
+		// briefly unreachable.
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // migrationReceiver restores migrations sent to this node's agent. The

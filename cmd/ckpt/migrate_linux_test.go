@@ -79,8 +79,9 @@ func sh(t *testing.T, name string, args ...string) {
 	}
 }
 
-// newMigEnv creates the namespaces, the veth pair and both agents.
-func newMigEnv(t *testing.T) *migEnv {
+// newMigEnv creates the namespaces, the veth pair and both agents; envB
+// is added to agent b's environment.
+func newMigEnv(t *testing.T, envB ...string) *migEnv {
 	requireMigrationTools(t)
 	e := &migEnv{t: t, dir: t.TempDir()}
 	id := os.Getpid() % 100000
@@ -99,13 +100,13 @@ func newMigEnv(t *testing.T) *migEnv {
 	os.WriteFile(e.tokFile, []byte(migTok+"\n"), 0o600)
 	e.agentA = e.startAgent(t, "a", migIPA, nil)
 	e.logB = &syncBuf{}
-	e.agentB = e.startAgent(t, "b", migIPB, e.logB)
+	e.agentB = e.startAgent(t, "b", migIPB, e.logB, envB...)
 	return e
 }
 
 // startAgent runs an agent in namespace a or b; b's in a PID namespace
 // of its own.
-func (e *migEnv) startAgent(t *testing.T, node, ip string, log *syncBuf) *exec.Cmd {
+func (e *migEnv) startAgent(t *testing.T, node, ip string, log *syncBuf, env ...string) *exec.Cmd {
 	ns := e.nsA
 	args := []string{"--net=/run/netns/" + ns}
 	if node == "b" {
@@ -115,6 +116,7 @@ func (e *migEnv) startAgent(t *testing.T, node, ip string, log *syncBuf) *exec.C
 	args = append(args, ckptBin, "agent", "--verbose", "--listen", ip+":"+migPort, "--data-dir", filepath.Join(e.dir, "agent-"+node),
 		"--node", node, "--group", "mig="+e.tokFile)
 	cmd := exec.Command("nsenter", args...)
+	cmd.Env = append(os.Environ(), env...)
 	pr, pw, _ := os.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
@@ -710,4 +712,36 @@ while True:
 		c2.Close()
 	}
 	t.Log("the client's connection survived the migration from A to B")
+}
+
+// TestMigrateLostAnswer: B restores the process but the connection breaks
+// before its answer arrives (CKPT_TEST_LOSE_MIGRATION_ANSWER makes B's
+// agent close it). migrate asks B for the migration's outcome, learns it
+// was restored, and kills the source: exactly one copy runs, on B.
+func TestMigrateLostAnswer(t *testing.T) {
+	e := newMigEnv(t, "CKPT_TEST_LOSE_MIGRATION_ANSWER=1")
+	src, out := e.startBeats(t, "lost", 16, 50, 300)
+	pid := src.Process.Pid
+	agentB := e.agentBPID(t)
+	res := e.migrate(t, pid, migIPB+":"+migPort)
+	wantCode(t, res, 0, "migrate with the answer lost")
+	if !strings.Contains(res.stderr, "the answer was lost") || !strings.Contains(res.stderr, "status says restored") {
+		t.Errorf("stderr does not say what happened: %s", res.stderr)
+	}
+	t.Log(strings.TrimSpace(res.stderr))
+	src.Wait()
+	if ws := src.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("source: %v, want killed", src.ProcessState)
+	}
+	found := false
+	for _, inner := range inPIDNS(agentB) {
+		found = found || inner == pid
+	}
+	if !found {
+		t.Fatalf("process %d not on B", pid)
+	}
+	waitFor(t, "the migrated process to finish", func() bool { l := readBeats(t, out); return l.pass || l.fail != "" })
+	if l := readBeats(t, out); !l.pass || len(l.seqVal) != 300 {
+		t.Fatalf("migrated process: pass %v, %d beats (fail %q)", l.pass, len(l.seqVal), l.fail)
+	}
 }

@@ -38,6 +38,7 @@ type Server struct {
 
 	migrate   MigrationReceiver // migrate.go
 	migrating sync.Mutex
+	migs      migrations
 
 	// LockTTL is how long a lock lease lives without a refresh.
 	LockTTL time.Duration
@@ -199,6 +200,7 @@ func (s *Server) routes() {
 	g("POST /flush/wait", s.flushWait)
 	g("POST /gc", s.gcHandler)
 	g("POST /migrate", s.migrateHandler)
+	g("GET /migrations/{id}", s.migrationStatus)
 	s.mux = m
 }
 
