@@ -439,17 +439,22 @@ func migrationReceiver(g *globalOptions, node string, log *slog.Logger) agent.Mi
 
 // dumpStream is 'ckpt dump --stream': the migration stream on stdout; the
 // restore's confirmation (the root PID it prints) read from stdin.
-func dumpStream(ctx context.Context, g *globalOptions, pid int, noPreCopy, noAck bool, timeout time.Duration) error {
+func dumpStream(ctx context.Context, g *globalOptions, pid int, noPreCopy, noAck bool, timeout, stall time.Duration) error {
 	if !noAck && isTerminal(os.Stdin) {
 		return usageError("dump --stream waits for the restore's confirmation on stdin, which is a terminal: connect it to 'ckpt restore --stream''s stdout (e.g. with socat), or pass --no-ack to leave the process running")
 	}
 	if isTerminal(os.Stdout) {
 		return usageError("dump --stream writes a binary stream to stdout, which is a terminal: pipe it")
 	}
-	out, ok := g.stdout.(*os.File)
+	f, ok := g.stdout.(*os.File)
 	if !ok {
-		out = os.Stdout
+		f = os.Stdout
 	}
+	out, done, err := stallWriter(f, stall)
+	if err != nil {
+		return err
+	}
+	defer done()
 	sent, err := migrate.Send(ctx, pid, out, migrate.SendOptions{NoPreCopy: noPreCopy})
 	if err != nil {
 		return procExitCode(err)
@@ -491,6 +496,57 @@ func dumpStream(ctx context.Context, g *globalOptions, pid int, noPreCopy, noAck
 		got = "end of input"
 	}
 	return fmt.Errorf("the restore did not confirm (stdin gave %q, want the root PID %d): the process runs on here", got, sent.Tree.Root)
+}
+
+// stallWriter writes to f (a pipe or socket) with a deadline of stall per
+// write, so a reader that stops taking the stream fails the dump (and the
+// source resumes) instead of holding the source frozen. The deadline
+// needs the descriptor in non-blocking mode: a duplicate is switched for
+// the dump and switched back by done. A file that cannot wait (a regular
+// file) is written as it is.
+func stallWriter(f *os.File, stall time.Duration) (w io.Writer, done func(), err error) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return f, func() {}, nil
+	}
+	nfd := -1
+	var derr error
+	if cerr := sc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3) }); cerr != nil || derr != nil {
+		return f, func() {}, nil
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return f, func() {}, nil
+	}
+	nf := os.NewFile(uintptr(nfd), f.Name())
+	if nf.SetWriteDeadline(time.Time{}) != nil {
+		// Not pollable: back to blocking, written as it is.
+		unix.SetNonblock(nfd, false)
+		nf.Close()
+		return f, func() {}, nil
+	}
+	return &deadlineWriter{f: nf, stall: stall}, func() {
+		if rc, err := nf.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), false) })
+		}
+		nf.Close()
+	}, nil
+}
+
+type deadlineWriter struct {
+	f     *os.File
+	stall time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.f.SetWriteDeadline(time.Now().Add(d.stall)); err != nil {
+		return 0, err
+	}
+	n, err := d.f.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("the reader took nothing for %v (--stall-timeout): %w", d.stall, err)
+	}
+	return n, err
 }
 
 func isTerminal(f *os.File) bool {

@@ -31,7 +31,7 @@ func procExitCode(err error) error {
 func newDumpCommand(g *globalOptions) *cobra.Command {
 	var o proccr.DumpOptions
 	var stream, noAck bool
-	var ackTimeout time.Duration
+	var ackTimeout, stallTimeout time.Duration
 	c := &cobra.Command{
 		Use:   "dump PID",
 		Short: "Checkpoint a running process tree",
@@ -58,7 +58,7 @@ the process, fd and kind.`,
 				return usageError("dump: %q is not a PID", args[0])
 			}
 			if stream {
-				return dumpStream(ctx, g, pid, o.NoPreCopy, noAck, ackTimeout)
+				return dumpStream(ctx, g, pid, o.NoPreCopy, noAck, ackTimeout, stallTimeout)
 			}
 			r, err := g.openRepo(ctx, true)
 			if err != nil {
@@ -94,6 +94,7 @@ the process, fd and kind.`,
 	c.Flags().BoolVar(&stream, "stream", false, "write a migration stream to stdout instead of a checkpoint (docs/MIGRATE.md); the process is killed once 'ckpt restore --stream' confirms on stdin")
 	c.Flags().BoolVar(&noAck, "no-ack", false, "with --stream: wait for no confirmation and leave the process running (a copy, not a move)")
 	c.Flags().DurationVar(&ackTimeout, "ack-timeout", 2*time.Minute, "with --stream: how long to wait, frozen, for the confirmation")
+	c.Flags().DurationVar(&stallTimeout, "stall-timeout", 30*time.Second, "with --stream: give up (and resume the process) when stdout takes nothing for this long")
 	return c
 }
 

@@ -745,3 +745,43 @@ func TestMigrateLostAnswer(t *testing.T) {
 		t.Fatalf("migrated process: pass %v, %d beats (fail %q)", l.pass, len(l.seqVal), l.fail)
 	}
 }
+
+// TestDumpStreamStalledReader: the reader of `ckpt dump --stream` takes
+// nothing (a pipe nobody reads); after --stall-timeout the dump fails with
+// a message and the process runs on, not stopped, with its fds as before.
+func TestDumpStreamStalledReader(t *testing.T) {
+	requireMigrationTools(t)
+	dir := t.TempDir()
+	bin := proctest.Build(t, "heartbeat", false)
+	out := filepath.Join(dir, "out")
+	f, _ := os.Create(out)
+	src := exec.Command(bin, "32", "50", "5", "0")
+	src.Stdout = f
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
+	waitFor(t, "beats", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 10 })
+	fds := fdLinks(src.Process.Pid)
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	var se strings.Builder
+	dump := exec.Command(ckptBin, "dump", "--stream", "--no-ack", "--stall-timeout", "1s", strconv.Itoa(src.Process.Pid))
+	dump.Stdout, dump.Stderr = w, &se
+	start := time.Now()
+	err := dump.Run()
+	w.Close()
+	if err == nil || !strings.Contains(se.String(), "took nothing for 1s") {
+		t.Fatalf("dump --stream into a stalled pipe: %v after %v\n%s", err, time.Since(start), se.String())
+	}
+	t.Log(strings.TrimSpace(se.String()))
+	if s := proctest.State(src.Process.Pid); s == 't' || s == 'T' {
+		t.Fatalf("source left stopped (%c)", s)
+	}
+	n := strings.Count(func() string { b, _ := os.ReadFile(out); return string(b) }(), "\nHB ")
+	waitFor(t, "the source beating on", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= n+5 })
+	if got := fdLinks(src.Process.Pid); got != fds {
+		t.Errorf("source fds %s, were %s", got, fds)
+	}
+}
