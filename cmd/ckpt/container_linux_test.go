@@ -455,3 +455,60 @@ sys.stdout.write(c.makefile().read())`)
 		t.Fatalf("the client received %q, want 0..%d once each", got.String(), lines-1)
 	}
 }
+
+// TestContainerThreads stops and resumes a container whose program has
+// five threads (futex waits, a spinner, TLS, alternate stacks, a robust
+// mutex; testdata/cprog/threads.c): every thread comes back with its TID
+// inside the container and the program checks its state and passes.
+func TestContainerThreads(t *testing.T) {
+	requireRoot(t)
+	name := fmt.Sprintf("thr-%d", os.Getpid())
+	requireCgroup2(t, name)
+	prog := proctest.Build(t, "threads", false)
+	dir := t.TempDir()
+	repoDir, out := filepath.Join(dir, "repo"), filepath.Join(dir, "out")
+	o, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	run := func() *exec.Cmd {
+		cmd := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--", prog)
+		cmd.Stdout, cmd.Stderr = o, os.Stderr
+		return cmd
+	}
+	sup := run()
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "READY", func() bool { b, _ := os.ReadFile(out); return strings.Contains(string(b), "READY") })
+	sup.Process.Signal(syscall.SIGTERM)
+	var ee *exec.ExitError
+	if err := sup.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 143 {
+		t.Fatalf("ckpt run after SIGTERM: %v, want exit 143", err)
+	}
+	sup = run()
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var j psJob
+	waitFor(t, "the restore", func() bool { j = psJobs(t, repoDir)[name]; return j.State == "running" && j.PID != 0 })
+	// The program is PID 1 of the container; its threads kept their TIDs.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", j.PID))
+	if err != nil || !strings.Contains(string(b), "NSpid:\t"+strconv.Itoa(j.PID)+"\t1\n") {
+		t.Fatalf("restored root: %v\n%s", err, b)
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", j.PID))
+	if len(tasks) != 6 {
+		t.Fatalf("restored program has %d threads, want 6", len(tasks))
+	}
+	syscall.Kill(j.PID, syscall.SIGUSR2)
+	if err := sup.Wait(); err != nil {
+		t.Fatalf("resumed container: %v", err)
+	}
+	got, _ := os.ReadFile(out)
+	if strings.Count(string(got), "PASS") != 1 || strings.Contains(string(got), "FAIL") {
+		t.Fatalf("program output:\n%s", got)
+	}
+}
