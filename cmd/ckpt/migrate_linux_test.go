@@ -785,3 +785,53 @@ func TestDumpStreamStalledReader(t *testing.T) {
 		t.Errorf("source fds %s, were %s", got, fds)
 	}
 }
+
+// TestMigrateThereAndBack: A to B, then B back to A with `ckpt migrate` run
+// inside B (its PID and mount namespaces): each agent receives once, and
+// the process ends in A with its original PID in the host's PID
+// namespace, its output equal to an uninterrupted run.
+func TestMigrateThereAndBack(t *testing.T) {
+	e := newMigEnv(t)
+	bin := proctest.Build(t, "heartbeat", false)
+	refOut := filepath.Join(e.dir, "ref.out")
+	rf, _ := os.Create(refOut)
+	ref := exec.Command(bin, "32", "50", "12345", "500")
+	ref.Stdout = rf
+	ref.Start()
+	rf.Close()
+	t.Cleanup(func() { ref.Process.Kill(); ref.Wait() })
+	src, out := e.startBeats(t, "trip", 32, 50, 500)
+	pid := src.Process.Pid
+	agentB := e.agentBPID(t)
+	wantCode(t, e.migrate(t, pid, migIPB+":"+migPort), 0, "migrate A -> B")
+	src.Wait()
+	n := len(readBeats(t, out).seqVal)
+	waitFor(t, "beats on B", func() bool { return len(readBeats(t, out).seqVal) >= n+20 })
+
+	back := exec.Command("nsenter", "-t", strconv.Itoa(agentB), "-p", "-m", "-n", ckptBin, "migrate", strconv.Itoa(pid),
+		"--to", migIPA+":"+migPort, "--group", "mig", "--token-file", e.tokFile)
+	if b, err := back.CombinedOutput(); err != nil {
+		t.Fatalf("migrate B -> A (inside B): %v\n%s", err, b)
+	} else {
+		t.Log(strings.TrimSpace(string(b)))
+	}
+	if len(inPIDNS(agentB)) != 0 {
+		t.Errorf("B still holds %v after the migration back", inPIDNS(agentB))
+	}
+	// Back in the host's PID namespace under its own PID, in A's network
+	// namespace.
+	nsA, _ := os.Readlink("/proc/" + strconv.Itoa(e.agentA.Process.Pid) + "/ns/net")
+	if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); l != nsA {
+		t.Errorf("process %d is in network namespace %q, want A's %q", pid, l, nsA)
+	}
+	waitFor(t, "the process to finish", func() bool { l := readBeats(t, out); return l.pass || l.fail != "" })
+	ref.Wait()
+	got, want := readBeats(t, out), readBeats(t, refOut)
+	if !got.pass || strings.Join(got.seqVal, "\n") != strings.Join(want.seqVal, "\n") {
+		t.Fatalf("after two migrations: pass %v, %d beats; reference %d (fail %q)", got.pass, len(got.seqVal), len(want.seqVal), got.fail)
+	}
+	if len(got.pids) != 1 || !got.pids[strconv.Itoa(pid)] {
+		t.Errorf("PIDs in the output: %v, want only %d", got.pids, pid)
+	}
+	t.Logf("%d beats equal the uninterrupted run after A -> B -> A; largest gap %v", len(got.seqVal), got.maxGap())
+}
