@@ -105,7 +105,8 @@ type groupRun struct {
 	repoDir  string
 	addr     string
 	n, steps int
-	coord    *exec.Cmd
+	coord    *exec.Cmd   // the current coordinator
+	coords   []*exec.Cmd // every coordinator started
 	clog     *logLines
 	all      []*member
 }
@@ -130,23 +131,12 @@ for i in range(int(sys.argv[3])):
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g.coord = exec.Command(ckptBin, "--repo", g.repoDir, "coordinator", "--group", "g", "--ranks", fmt.Sprint(n), "--timeout", "60s", "--verbose")
-	g.coord.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
-	cerrPipe, err := g.coord.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cout, err := g.coord.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.coord.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		// No coordinator, member or program left behind, whatever happened.
-		g.coord.Process.Kill()
-		g.coord.Wait()
+		for _, c := range g.coords {
+			c.Process.Kill()
+			c.Wait()
+		}
 		for _, m := range g.all {
 			m.cmd.Process.Kill()
 		}
@@ -159,6 +149,28 @@ for i in range(int(sys.argv[3])):
 			m.cmd.Wait()
 		}
 	})
+	g.startCoordinator()
+	return g
+}
+
+// startCoordinator starts `ckpt coordinator` for the group (again, after
+// a crash: on the same repository, at a new address).
+func (g *groupRun) startCoordinator() {
+	t := g.t
+	g.coord = exec.Command(ckptBin, "--repo", g.repoDir, "coordinator", "--group", "g", "--ranks", fmt.Sprint(g.n), "--timeout", "60s", "--verbose")
+	g.coord.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
+	cerrPipe, err := g.coord.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cout, err := g.coord.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.coord.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.coords = append(g.coords, g.coord)
 	g.clog = watchLines(cerrPipe, "coordinator")
 	sc := bufio.NewScanner(cout)
 	if !sc.Scan() {
@@ -169,7 +181,6 @@ for i in range(int(sys.argv[3])):
 		t.Fatalf("coordinator said %q", sc.Text())
 	}
 	g.addr = addr
-	return g
 }
 
 func (g *groupRun) out(r int) string { return filepath.Join(g.dir, fmt.Sprintf("out%d", r)) }
@@ -360,6 +371,46 @@ func TestRunGroupStop(t *testing.T) {
 	if j := psJobs(t, g.repoDir)["g.rank0"]; j.State != "stopped" {
 		t.Errorf("member 0's job after the stop: %+v", j)
 	}
+	g.finish(g.launchAll(false), 1, g1)
+}
+
+// TestRunGroupCoordinatorKilled: the coordinator is SIGKILLed in the
+// middle of round 2 (two members prepared, the third stopped before it
+// could): every member kills its program and exits 125; a new coordinator
+// on the same repository takes round 1 as the recovery line (round 2 was
+// never committed), and the members launched again resume from it.
+func TestRunGroupCoordinatorKilled(t *testing.T) {
+	const n = 3
+	g := startGroupRun(t, n, 800)
+	ms := g.launchAll(true)
+	g.clog.wait(t, n, "rank registered")
+	g.coord.Process.Signal(syscall.SIGUSR1)
+	g.clog.wait(t, 1, "global checkpoint committed", "round=1")
+	for r := range n {
+		ms[r].log.wait(t, 1, "global checkpoint round 1 committed")
+	}
+	_, g1 := g.global()
+	if err := ms[2].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	g.coord.Process.Signal(syscall.SIGUSR1)
+	g.clog.wait(t, 2, "rank prepared", "round=2")
+	g.coord.Process.Kill()
+	g.coord.Wait()
+	ms[2].cmd.Process.Signal(syscall.SIGCONT)
+	for r := range n {
+		err := ms[r].cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 125 {
+			t.Fatalf("member %d after the coordinator was killed: %v, want exit 125\n%s", r, err, ms[r].log)
+		}
+	}
+	round, g2 := g.global()
+	if round != 1 || strings.Join(g2, ",") != strings.Join(g1, ",") {
+		t.Fatalf("recovery line after the coordinator died in round 2: round %d %v; want round 1 %v", round, g2, g1)
+	}
+	g.startCoordinator()
+	g.clog.wait(t, 1, "recovery line", "round=1")
 	g.finish(g.launchAll(false), 1, g1)
 }
 
