@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ckpt/ckpt/internal/repo"
 )
 
 // TestLoggedRankRestartsAlone runs four ranks with uncoordinated
@@ -41,6 +44,17 @@ func TestLoggedRankRestartsAlone(t *testing.T) {
 		ranks[r] = startProc(t, fmt.Sprintf("rank %d", r), args(r), nil, &prefixWriter{log, fmt.Sprintf("rank %d: ", r)})
 	}
 	victim := rng.IntN(size)
+	// The first kill comes after the victim's first checkpoint, so that
+	// at least one restart is from a checkpoint of its own whatever the
+	// machine's load (the run has no event for it: the repository is
+	// looked at).
+	deadline := time.Now().Add(30 * time.Second)
+	for !hasCheckpoint(t, dir, fmt.Sprintf("tokens.rank%d", victim)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("seed %d: rank %d took no checkpoint in 30 s", seed, victim)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	for k := range 3 {
 		// A random point of the run (not a synchronisation).
 		time.Sleep(time.Duration(150+rng.IntN(350)) * time.Millisecond)
@@ -81,4 +95,19 @@ func TestLoggedRankRestartsAlone(t *testing.T) {
 	if !strings.Contains(log.String(), "logged rank restarts alone from its checkpoint") {
 		t.Errorf("seed %d: the victim never restarted from a checkpoint of its own", seed)
 	}
+}
+
+// hasCheckpoint says whether the repository in dir has a checkpoint of
+// job name.
+func hasCheckpoint(t *testing.T, dir, name string) bool {
+	r, err := repo.OpenDir(context.Background(), dir, nil, false)
+	if err != nil {
+		return false // not created yet
+	}
+	defer r.Close()
+	m, err := r.Latest(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m != nil
 }
