@@ -120,11 +120,20 @@ func TestErasureKillsDuringFlush(t *testing.T) {
 	procs[4].kill()
 	procs[5].kill()
 	second := <-done
-	for metric(t, procs[0], "ckpt_agent_flush_errors_total") == errsBefore {
+	// The level record is written when the flush ends.
+	r, err := levels.LoadRecord(ctx, n0, second.ID, levels.Erasure)
+	for errors.Is(err, backend.ErrNotExist) {
 		if time.Now().After(deadline) {
-			t.Fatal("n0 never reported the interrupted flush")
+			t.Fatal("n0 never ended the interrupted flush")
 		}
 		time.Sleep(5 * time.Millisecond)
+		r, err = levels.LoadRecord(ctx, n0, second.ID, levels.Erasure)
+	}
+	if err != nil || r.Complete {
+		t.Fatalf("interrupted checkpoint's L3 record: %+v %v", r, err)
+	}
+	if m := metric(t, procs[0], "ckpt_agent_flush_errors_total"); m != errsBefore+1 {
+		t.Fatalf("flush errors in /metrics: %v, want %v", m, errsBefore+1)
 	}
 	for _, p := range procs[4:] {
 		for i := range 6 {
@@ -132,13 +141,6 @@ func TestErasureKillsDuringFlush(t *testing.T) {
 				t.Fatalf("%s stored a whole fragment %d of the second checkpoint before it was killed: the kill was not mid-upload", p.name, i)
 			}
 		}
-	}
-	r, err := levels.LoadRecord(ctx, n0, second.ID, levels.Erasure)
-	if err == nil && r.Complete {
-		t.Fatalf("interrupted checkpoint recorded complete at L3: %+v", r)
-	}
-	if err != nil && !errors.Is(err, backend.ErrNotExist) {
-		t.Fatal(err)
 	}
 
 	// The killed agents restart with their stores; then the checkpoint's
@@ -316,16 +318,21 @@ func TestErasurePeersCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, _ := j.LastCommit()
-	for metric(t, procs[0], "ckpt_agent_flush_errors_total") == errsBefore {
+	// The level record is written when the flush ends.
+	r, err := levels.LoadRecord(ctx, n0, info.ID, levels.Erasure)
+	for errors.Is(err, backend.ErrNotExist) {
 		if time.Now().After(deadline) {
 			t.Fatal("n0 still waits on the cut-off agents")
 		}
 		time.Sleep(5 * time.Millisecond)
+		r, err = levels.LoadRecord(ctx, n0, info.ID, levels.Erasure)
 	}
 	gaveUp := time.Since(stopped)
-	r, err := levels.LoadRecord(ctx, n0, info.ID, levels.Erasure)
 	if err != nil || r.Complete {
 		t.Fatalf("L3 record with two fragments cut off: %+v %v", r, err)
+	}
+	if m := metric(t, procs[0], "ckpt_agent_flush_errors_total"); m != errsBefore+1 {
+		t.Fatalf("flush errors in /metrics: %v, want %v", m, errsBefore+1)
 	}
 	for i, f := range r.Fragments {
 		if f.OK != (i < 4) {
