@@ -34,6 +34,11 @@ type Config struct {
 	Levels LevelsConfig `json:"levels"`
 	// Limits bound the agent's memory.
 	Limits LimitsConfig `json:"limits"`
+	// TLS, when set, makes the agent serve HTTPS, require client
+	// certificates signed by its CA on the API (mTLS), and reach its peers
+	// over TLS with its own certificate. Every agent of a cluster has it
+	// or none does.
+	TLS *backend.AgentTLS `json:"tls,omitempty"`
 }
 
 // GroupConfig is one group. The token is read from TokenFile (the same
@@ -273,6 +278,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxBlobMiB < 0 || c.Limits.MaxInflight < 0 || c.Limits.MaxQueue < 0 || c.Limits.StallTimeoutMS < 0 {
 		bad("limits: must not be negative")
+	}
+	if c.TLS != nil {
+		if c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			bad("tls: ca_file, cert_file and key_file are all required")
+		} else if _, err := c.TLS.ServerConfig(); err != nil {
+			bad("tls: %v", err)
+		}
 	}
 	if len(errs) > 0 {
 		sort.Strings(errs)

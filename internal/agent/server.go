@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ type Server struct {
 	sem     chan struct{} // one slot per blob body held in memory
 	maxBlob int64
 	stall   time.Duration // limits.stall_timeout_ms
+	tls     *tls.Config   // nil: plain HTTP
 	flush   *flusher
 	mux     *http.ServeMux
 
@@ -79,6 +81,16 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	}
 	// The agent's own transfers to its peers give up a stalled peer alike.
 	backend.SetAgentStallTimeout(s.stall)
+	if cfg.TLS != nil {
+		if s.tls, err = cfg.TLS.ServerConfig(); err != nil {
+			return nil, err
+		}
+		ccfg, err := cfg.TLS.ClientConfig()
+		if err != nil {
+			return nil, err
+		}
+		backend.UseAgentTLS(ccfg)
+	}
 	if err := os.MkdirAll(cfg.DataDir, backend.DirMode); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
@@ -138,6 +150,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.flush.start(fctx)
 	go func() { defer wg.Done(); s.flush.run(fctx) }()
 	errc := make(chan error, 1)
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
 	go func() { errc <- hs.Serve(ln) }()
 	var err error
 	select {
@@ -219,6 +234,10 @@ func (s *Server) authed(h func(http.ResponseWriter, *http.Request, *group)) http
 	return func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
 		defer func() { s.met.requests.WithLabelValues(r.Method, strconv.Itoa(rec.status)).Inc() }()
+		if s.tls != nil && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+			httpError(rec, http.StatusUnauthorized, "no_client_cert", "this agent requires a client certificate signed by its CA (%s and %s)", backend.AgentCertEnv, backend.AgentKeyEnv)
+			return
+		}
 		name := r.PathValue("group")
 		g := s.groups[name]
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

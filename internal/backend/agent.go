@@ -31,6 +31,7 @@ type Agent struct {
 	token string
 	base  string // http://host:port/v1/groups/GROUP
 	c     *http.Client
+	err   error // the TLS setting could not be used
 	// Origin, when set, is sent as X-Ckpt-Origin: the saves are a copy made
 	// by a level flush or a recovery, not a new checkpoint of this node, so
 	// the agent does not flush them again.
@@ -152,10 +153,12 @@ func longPoll(wait time.Duration) time.Duration {
 
 // NewAgent returns a client for group at host:port without contacting it.
 func NewAgent(host, group, token string) *Agent {
+	h := currentAgentHTTP()
 	return &Agent{
 		host: host, group: group, token: token,
-		base: "http://" + host + "/v1/groups/" + url.PathEscape(group),
-		c:    &http.Client{Transport: agentTransport},
+		base: h.scheme + "://" + host + "/v1/groups/" + url.PathEscape(group),
+		c:    h.client,
+		err:  h.err,
 	}
 }
 
@@ -193,6 +196,9 @@ func (a *Agent) Location() string { return "agent://" + a.host + "/" + a.group }
 // stall timeout (stallConn), sends no answer within it once the body is
 // sent, or pauses the answer's body for as long.
 func (a *Agent) do(ctx context.Context, method, path string, body io.Reader, length int64) (*http.Response, error) {
+	if a.err != nil {
+		return nil, a.err
+	}
 	rctx, cancel := context.WithCancelCause(ctx)
 	w := &stallWatch{cancel: cancel, stall: AgentStallTimeout(), addr: a.host}
 	var getBody func() (io.ReadCloser, error)
@@ -232,6 +238,9 @@ func (a *Agent) do(ctx context.Context, method, path string, body io.Reader, len
 		if errors.As(cause, &se) {
 			err = se
 		}
+		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+			return nil, fmt.Errorf("%s: %w (this agent does not use TLS: unset %s)", a.Location(), err, AgentCAEnv)
+		}
 		return nil, fmt.Errorf("%s: %w", a.Location(), err)
 	}
 	resp.Body = &recvWatch{rc: resp.Body, w: w, ctx: rctx}
@@ -252,6 +261,9 @@ func (a *Agent) statusError(resp *http.Response, what string) error {
 	msg := strings.TrimSpace(string(b))
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
 		msg = e.Error
+	}
+	if resp.StatusCode == http.StatusBadRequest && strings.Contains(msg, "HTTPS server") {
+		msg += " (this agent uses TLS: set " + AgentCAEnv + ", " + AgentCertEnv + " and " + AgentKeyEnv + ")"
 	}
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
