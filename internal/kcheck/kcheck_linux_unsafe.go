@@ -31,6 +31,8 @@ func Probe() []Feature {
 		probeUffdWP(),
 		probePagemapScan(),
 		probeSoftDirty(),
+		probeCgroupFreeze(),
+		probeTimeNS(),
 	}
 }
 
