@@ -231,3 +231,35 @@ func TestIncompleteNotResolvedByName(t *testing.T) {
 		t.Fatalf("the next checkpoint got sequence %d, want 3 (after the incomplete 2)", m3.Seq)
 	}
 }
+
+// TestPreCopyCompletionTakesItsNumber: the checkpoint a pre-copy pass led
+// to (its parent is the pass) takes the pass's sequence number, so that
+// NAME@SEQ counts checkpoints, not passes; NAME@SEQ then names it, not
+// the pass, and the numbering goes on from there.
+func TestPreCopyCompletionTakesItsNumber(t *testing.T) {
+	ctx := context.Background()
+	r := newMemRepo(t, nil)
+	writeCkpt(t, r, "job", nil, map[string][]byte{"a": []byte("one")})
+	w, _ := r.NewWriter(ctx, WriterOptions{Name: "job", Kind: KindProcess, Meta: map[string]string{MetaIncomplete: "pre-copy"}})
+	ow, _ := w.Create("a", "bytes", nil)
+	ow.Write([]byte("most of two"))
+	pass, err := w.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := writeCkpt(t, r, "job", pass, map[string][]byte{"a": []byte("two")})
+	if pass.Seq != 2 || done.Seq != 2 {
+		t.Fatalf("sequence numbers: pass %d, its checkpoint %d; want 2 and 2", pass.Seq, done.Seq)
+	}
+	for _, ref := range []string{"job", "job@2"} {
+		if ms, err := r.Resolve(ctx, ref); err != nil || ms[0].ID() != done.ID() {
+			t.Fatalf("%s does not name the completed checkpoint first: %v", ref, err)
+		}
+	}
+	if err := r.Remove(ctx, pass.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if m := writeCkpt(t, r, "job", done, map[string][]byte{"a": []byte("three")}); m.Seq != 3 {
+		t.Fatalf("the next checkpoint got sequence %d, want 3", m.Seq)
+	}
+}

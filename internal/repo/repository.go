@@ -171,7 +171,14 @@ func (r *Repository) Resolve(ctx context.Context, ref string) ([]*Manifest, erro
 			out = append(out, m)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Seq > out[j].Seq })
+	// Newest first; at one sequence number (a pre-copy pass and the
+	// checkpoint it led to) the complete one first.
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Seq != out[j].Seq {
+			return out[i].Seq > out[j].Seq
+		}
+		return out[i].Meta[MetaIncomplete] == "" && out[j].Meta[MetaIncomplete] != ""
+	})
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%q: %w", ref, ErrNotFound)
 	}

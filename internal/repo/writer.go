@@ -950,6 +950,11 @@ func (r *Repository) commitManifest(ctx context.Context, m *Manifest) error {
 	m.Time = now()
 	if latest != nil {
 		m.Seq = latest.Seq + 1
+		if latest.Meta[MetaIncomplete] != "" && m.Meta[MetaIncomplete] == "" && m.Parent == latest.ID() {
+			// The checkpoint a pre-copy pass was a step towards takes
+			// its number: NAME@SEQ counts checkpoints, not passes.
+			m.Seq = latest.Seq
+		}
 		if !m.Time.After(latest.Time) {
 			m.Time = latest.Time.Add(1) // keep time order equal to sequence order
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/policy"
 	"github.com/ckpt/ckpt/internal/proccr"
+	"github.com/ckpt/ckpt/internal/progress"
 	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/ckpt/ckpt/internal/restore"
 	"golang.org/x/sys/unix"
@@ -239,7 +240,7 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	s.job.Checkpoints++
 	s.job.LastCheckpoint, s.job.LastTime = res.Manifest.ID(), res.Manifest.Time
 	s.save()
-	s.o.Logf("checkpoint %s (%s) in %v: %d MiB new", res.Manifest.Ref(), res.Manifest.ID()[:12], time.Since(t0).Round(time.Millisecond), res.Stats.NewBytes>>20)
+	s.o.Logf("checkpoint %s (%s) in %v: %s new", res.Manifest.Ref(), res.Manifest.ID()[:12], time.Since(t0).Round(time.Millisecond), progress.Bytes(res.Stats.NewBytes))
 	if s.o.Keep > 0 {
 		if _, rerr := s.r.Retain(ctx, s.o.Name, s.o.Keep); rerr != nil {
 			s.o.Logf("warning: retention: %v", rerr)
