@@ -125,7 +125,7 @@ func restoreNewest(ctx context.Context, g *globalOptions, r *repo.Repository, re
 }
 
 func newRestoreCommand(g *globalOptions) *cobra.Command {
-	var detach, stream bool
+	var detach, stream, newTTY bool
 	var inherit []string
 	var stdio [3]string
 	c := &cobra.Command{
@@ -144,6 +144,14 @@ by restore's own stdin, stdout and stderr. Other fds that led outside are
 given as --inherit-fd PATH=FD (PATH as 'ckpt inspect' shows it, FD an open fd
 of restore); the rest get /dev/null and a warning.
 
+With --new-tty, fds that were on a terminal go on a new pseudo-terminal
+with the saved settings and window size instead, and a session leader
+that had the terminal as its controlling terminal gets it back with its
+foreground process group; restore relays its own stdin and stdout to that
+terminal (raw mode and window size changes when they are a terminal)
+until the program exits. Without it, a session's controlling terminal is
+only restored when the substitute is a terminal no other session controls.
+
 With --detach the restored program keeps restore's stdout: in a command
 substitution, $(ckpt restore --detach ...) would wait for the program to
 close it; give --stdout FILE (or redirect restore's stdout to a file).
@@ -153,6 +161,7 @@ live process is an error that names it. Mapped files that changed since the
 dump are refused.`,
 		Example: `  ckpt restore sim
   ckpt restore --detach 3fa9c2d1
+  ckpt restore --new-tty shell
   ckpt restore --inherit-fd 'pipe:[81234]=3' sim 3</some/fifo`,
 		Args: func(c *cobra.Command, args []string) error {
 			if stream {
@@ -162,7 +171,10 @@ dump are refused.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			opts := restore.Options{Detach: detach, InheritFDs: map[string]*os.File{}}
+			if newTTY && detach {
+				return usageError("--new-tty needs a foreground restore (it relays the new terminal); leave out --detach")
+			}
+			opts := restore.Options{Detach: detach, NewTTY: newTTY, InheritFDs: map[string]*os.File{}}
 			for i, p := range stdio {
 				if p == "" {
 					continue
@@ -232,6 +244,14 @@ dump are refused.`,
 				return nil
 			}
 			fmt.Fprintf(g.stderr, "restored %s: %d process(es), root PID %d\n", ref, len(res.PIDs), res.Root)
+			finishTTY := func() {}
+			if newTTY {
+				if res.TTY == nil {
+					g.warnf("--new-tty: the checkpoint had no fd on a terminal")
+				} else {
+					finishTTY = relayTTY(res.TTY, os.Stdin, g.stdout)
+				}
+			}
 			done := make(chan struct{})
 			go func() {
 				for {
@@ -245,6 +265,7 @@ dump are refused.`,
 			}()
 			ws, err := res.Wait()
 			close(done)
+			finishTTY()
 			if err != nil {
 				return withCode(exitUnknown, fmt.Errorf("waiting for the restored process %d: %w", res.Root, err))
 			}
@@ -254,6 +275,7 @@ dump are refused.`,
 	c.Flags().BoolVar(&detach, "detach", false, "print the restored root's PID and return instead of waiting for it")
 	c.Flags().BoolVar(&stream, "stream", false, "restore from a migration stream on stdin ('ckpt dump --stream'); print the root PID on stdout once restored")
 	c.Flags().StringArrayVar(&inherit, "inherit-fd", nil, "give an outside fd to the tree: PATH=FD (repeatable)")
+	c.Flags().BoolVar(&newTTY, "new-tty", false, "put fds that were on a terminal on a new pseudo-terminal (controlling terminal and foreground group restored) and relay it to restore's stdin/stdout")
 	c.Flags().StringVar(&stdio[0], "stdin", "", "file for stdin that led outside the tree (default: restore's own)")
 	c.Flags().StringVar(&stdio[1], "stdout", "", "file (appended) for stdout that led outside the tree (default: restore's own)")
 	c.Flags().StringVar(&stdio[2], "stderr", "", "file (appended) for stderr that led outside the tree (default: restore's own)")

@@ -135,6 +135,7 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	if ip.FDs, err = h.dumpFDs(p.pid, st.Comm, ids, h.opts, tree); err != nil {
 		return nil, err
 	}
+	ip.CTTY = controllingTTY(p.pid, st, ip.FDs)
 	mem, err := ptrace.OpenMem(p.pid)
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", p.pid, err)

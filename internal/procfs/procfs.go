@@ -156,6 +156,7 @@ type Stat struct {
 	PGID    int
 	SID     int
 	TTY     int
+	TPGID   int // foreground process group of the controlling terminal (-1: none)
 	Flags   uint64
 	Threads int
 	// StartTime is in clock ticks since boot.
@@ -210,7 +211,7 @@ func ParseStat(data []byte) (Stat, error) {
 		field int
 		dst   any
 	}{
-		{4, &s.PPID}, {5, &s.PGID}, {6, &s.SID}, {7, &s.TTY}, {9, &s.Flags}, {20, &s.Threads},
+		{4, &s.PPID}, {5, &s.PGID}, {6, &s.SID}, {7, &s.TTY}, {8, &s.TPGID}, {9, &s.Flags}, {20, &s.Threads},
 		{22, &s.StartTime}, {26, &s.StartCode}, {27, &s.EndCode}, {28, &s.StartStack},
 		{38, &s.ExitSignal}, {45, &s.StartData}, {46, &s.EndData}, {47, &s.StartBrk},
 		{48, &s.ArgStart}, {49, &s.ArgEnd}, {50, &s.EnvStart}, {51, &s.EnvEnd}, {52, &s.ExitCode},

@@ -35,6 +35,7 @@ type restorer struct {
 	shmCreated []int               // System V segments this restore created
 	shmRemove  []int               // ... and those to remove once attached (removed at dump)
 	ipcCreated []ipcObject         // System V semaphore sets and message queues this restore created
+	ctty       map[int]bool        // session leaders whose controlling terminal is restored
 
 	netns   *os.File // a container's new network namespace (container.go)
 	helper  int
@@ -153,6 +154,11 @@ func (r *restorer) run(ctx context.Context) error {
 			if _, err := p.in.Syscall(unix.SYS_SETPGID, 0, uint64(g)); err != nil {
 				return fmt.Errorf("process %d: joining process group %d: %w", p.img.PID, g, err)
 			}
+		}
+	}
+	for _, p := range r.procs {
+		if err := r.foregroundCTTY(p); err != nil {
+			return err
 		}
 	}
 	for _, p := range r.procs {
@@ -445,6 +451,9 @@ func (r *restorer) create(parent *ptrace.Injector, p *image.Process, isRoot bool
 	if p.SID == p.PID {
 		if _, err := in.Syscall(unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("process %d: setsid: %w", p.PID, err)
+		}
+		if err := r.attachCTTY(in, p); err != nil {
+			return fmt.Errorf("process %d: controlling terminal: %w", p.PID, err)
 		}
 	} else if !isRoot {
 		if par := r.tree.Process(p.PPID); par != nil && par.SID != p.SID {

@@ -61,3 +61,38 @@ func TestTTY(t *testing.T) {
 		t.Fatalf("read %q from the new terminal, %v; want tty-ok", line, err)
 	}
 }
+
+// TestControllingTTY restores a session on a terminal onto a new
+// pseudo-terminal: the leader's controlling terminal and the foreground
+// process group (a child's) come back (testdata/cprog/ctty.c).
+func TestControllingTTY(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "ctty", false)
+	_, slave := openPTY(t)
+	rs, ready := cycleOpts(t, restore.Options{NewTTY: true}, bin, slave)
+	tm := rs.res.TTY
+	if tm == nil {
+		t.Fatal("restore made no new terminal")
+	}
+	defer tm.Close()
+	defer func() {
+		if t.Failed() {
+			t.Log(rs.lines.All())
+		}
+	}()
+	root := rs.tree.Processes[1] // the session leader
+	if len(rs.tree.Processes) != 3 || root.CTTY == nil || root.CTTY.Path != slave || root.CTTY.Foreground != rs.tree.Processes[2].PID {
+		t.Fatalf("controlling terminal saved as %+v, want %s with the child's group in the foreground", root.CTTY, slave)
+	}
+	for _, w := range rs.res.Warnings {
+		if strings.Contains(w, "controlling terminal") || strings.Contains(w, "foreground") {
+			t.Errorf("restore warning: %s", w)
+		}
+	}
+	rs.expectPass(t, ready)
+	_ = tm.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(tm).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "child-ok" {
+		t.Fatalf("read %q from the new terminal, %v; want child-ok", line, err)
+	}
+}
