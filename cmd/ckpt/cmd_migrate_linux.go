@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -152,7 +153,8 @@ func findProcess(arg string) (int, error) {
 	return 0, fmt.Errorf("%d processes are named %q (%v): give a PID", len(found), arg, found)
 }
 
-// migrateTarget turns --to and --group into the agent's base URL and group.
+// migrateTarget turns --to and --group into the agent's HOST:PORT/v1/groups/GROUP
+// and group.
 func migrateTarget(o migrateOptions) (base, group string, err error) {
 	to, group := o.to, o.group
 	if rest, ok := strings.CutPrefix(to, "agent://"); ok {
@@ -171,7 +173,7 @@ func migrateTarget(o migrateOptions) (base, group string, err error) {
 	if group == "" {
 		return "", "", usageError("--group is required (or --to agent://HOST:PORT/GROUP)")
 	}
-	return "http://" + to + "/v1/groups/" + url.PathEscape(group), group, nil
+	return to + "/v1/groups/" + url.PathEscape(group), group, nil
 }
 
 func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions) error {
@@ -183,8 +185,20 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 	if err != nil {
 		return usageError("%v", err)
 	}
+	// Agents with TLS (docs/AGENT.md) are reached as every client reaches
+	// them: CKPT_AGENT_CA, CKPT_AGENT_CERT, CKPT_AGENT_KEY.
+	scheme, hc, err := backend.AgentHTTP()
+	if err != nil {
+		return usageError("%v", err)
+	}
+	var tlsCfg *tls.Config
+	if t, ok := hc.Transport.(*http.Transport); ok && t.TLSClientConfig != nil {
+		tlsCfg = t.TLSClientConfig.Clone()
+	}
+	base = scheme + "://" + base
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: tlsCfg,
 		// A destination that stops taking the stream (stopped, cut off)
 		// fails the migration after --stall-timeout instead of holding
 		// the source, frozen in the final pass, for ever.
@@ -205,6 +219,9 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 	resp, err := client.Do(req)
 	cancel()
 	if err != nil {
+		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+			err = fmt.Errorf("%w (this agent does not use TLS: unset %s)", err, backend.AgentCAEnv)
+		}
 		return fmt.Errorf("destination %s unreachable: %w (nothing was done; the process runs on)", o.to, err)
 	}
 	var info struct{ Node string }
@@ -366,7 +383,11 @@ func agentAnswer(resp *http.Response, v any) error {
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
 			return &agentHTTPError{resp.StatusCode, fmt.Sprintf("%s (%s)", e.Error, e.Code)}
 		}
-		return &agentHTTPError{resp.StatusCode, "HTTP " + resp.Status}
+		msg := strings.TrimSpace(string(b))
+		if resp.StatusCode == http.StatusBadRequest && strings.Contains(msg, "HTTPS server") {
+			msg += " (this agent uses TLS: set " + backend.AgentCAEnv + ", " + backend.AgentCertEnv + " and " + backend.AgentKeyEnv + ")"
+		}
+		return &agentHTTPError{resp.StatusCode, fmt.Sprintf("HTTP %s: %s", resp.Status, msg)}
 	}
 	return json.Unmarshal(b, v)
 }

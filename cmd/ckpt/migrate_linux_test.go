@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ckpt/ckpt/internal/backend"
 	"github.com/ckpt/ckpt/internal/proctest"
 )
 
@@ -834,4 +835,74 @@ func TestMigrateThereAndBack(t *testing.T) {
 		t.Errorf("PIDs in the output: %v, want only %d", got.pids, pid)
 	}
 	t.Logf("%d beats equal the uninterrupted run after A -> B -> A; largest gap %v", len(got.seqVal), got.maxGap())
+}
+
+// TestMigrateOverMutualTLS: the destination agent serves HTTPS and wants a
+// client certificate (docs/AGENT.md); migrate reaches it with
+// CKPT_AGENT_CA/CERT/KEY like every agent client, and without them is
+// refused while the source runs on.
+func TestMigrateOverMutualTLS(t *testing.T) {
+	requireMigrationTools(t)
+	dir := t.TempDir()
+	pki := testPKI(t, dir)
+	tok := filepath.Join(dir, "tok")
+	os.WriteFile(tok, []byte(migTok), 0o600)
+	addr := freeAddr(t)
+	cfg, _ := json.Marshal(map[string]any{"listen": addr, "data_dir": filepath.Join(dir, "agent"), "node": "tls",
+		"groups": map[string]any{"mig": map[string]string{"token_file": tok}}, "tls": pki})
+	cfgFile := filepath.Join(dir, "agent.json")
+	os.WriteFile(cfgFile, cfg, 0o600)
+	agentCmd := exec.Command("unshare", "--pid", "--kill-child", "--mount-proc", ckptBin, "agent", "--config", cfgFile)
+	alog := &syncBuf{}
+	agentCmd.Stdout, agentCmd.Stderr = alog, alog
+	if err := agentCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
+	waitFor(t, "the TLS agent", func() bool { return strings.Contains(alog.String(), "listening on") })
+
+	bin := proctest.Build(t, "heartbeat", false)
+	out := filepath.Join(dir, "out")
+	f, _ := os.Create(out)
+	src := exec.Command(bin, "16", "50", "8", "300")
+	src.Stdout = f
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
+	waitFor(t, "beats", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 10 })
+	migrateWith := func(env ...string) result {
+		cmd := exec.Command(ckptBin, "migrate", strconv.Itoa(src.Process.Pid), "--to", addr, "--group", "mig", "--token-file", tok, "--json")
+		cmd.Env = append(os.Environ(), "CKPT_AGENT_CA=", "CKPT_AGENT_CERT=", "CKPT_AGENT_KEY=")
+		cmd.Env = append(cmd.Env, env...)
+		var so, se strings.Builder
+		cmd.Stdout, cmd.Stderr = &so, &se
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return result{so.String(), se.String(), code}
+	}
+	res := migrateWith()
+	if res.code != 1 || !strings.Contains(res.stderr, "runs on") || !strings.Contains(res.stderr, "this agent uses TLS: set CKPT_AGENT_CA") {
+		t.Fatalf("plain HTTP to a TLS agent: exit %d, %s", res.code, res.stderr)
+	}
+	t.Log(strings.TrimSpace(res.stderr))
+	if s := proctest.State(src.Process.Pid); s == 't' || s == 'T' || s == 'Z' || s == 0 {
+		t.Fatalf("source in state %q after the refusal", s)
+	}
+	res = migrateWith(backend.AgentCAEnv+"="+pki.CAFile, backend.AgentCertEnv+"="+pki.CertFile, backend.AgentKeyEnv+"="+pki.KeyFile)
+	wantCode(t, res, 0, "migrate over mTLS")
+	var mj migrateJSON
+	json.Unmarshal([]byte(res.stdout), &mj)
+	if mj.Node != "tls" || !mj.Prestaged {
+		t.Errorf("answer %+v", mj)
+	}
+	src.Wait()
+	waitFor(t, "the migrated process to finish", func() bool { l := readBeats(t, out); return l.pass || l.fail != "" })
+	if l := readBeats(t, out); !l.pass || len(l.seqVal) != 300 {
+		t.Fatalf("migrated over mTLS: pass %v, %d beats", l.pass, len(l.seqVal))
+	}
 }
