@@ -79,6 +79,9 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 		return 0, fmt.Errorf("job %q is already running under ckpt run (PID %d)", o.Name, job.SupervisorPID)
 	}
 	job.Host, job.SupervisorPID = host, os.Getpid()
+	if resume && !job.Isolate && o.Isolate && job.LastCheckpoint != "" {
+		return 0, fmt.Errorf("%w: job %q was not started with --isolate: its checkpoints are of a plain process (use another --name)", ErrSupervisor, o.Name)
+	}
 	if resume && job.Isolate {
 		o.Isolate = true // the checkpoints are a container's
 		if o.Veth == "" {
