@@ -28,19 +28,20 @@ import (
 )
 
 type options struct {
-	serve, coordinator, group, repo string
-	rank, size                      int
-	steps, initial                  int64
-	seed                            uint64
-	every, timeout, pace            time.Duration
-	keepAll, expect, debug, logged  bool
-	ckptEvery                       int64
+	serve, coordinator, listen, group, repo string
+	rank, size                              int
+	steps, initial                          int64
+	seed                                    uint64
+	every, timeout, pace                    time.Duration
+	keepAll, expect, debug, logged          bool
+	ckptEvery                               int64
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.serve, "serve", "", "run the coordinator on this address (host:port; :0 prints the port)")
 	flag.StringVar(&o.coordinator, "coordinator", "", "the coordinator's address (run a rank)")
+	flag.StringVar(&o.listen, "listen", "", "rank: where peers connect (default 127.0.0.1:0)")
 	flag.StringVar(&o.group, "group", "tokens", "group name")
 	flag.StringVar(&o.repo, "repo", "", "checkpoint repository directory")
 	flag.IntVar(&o.rank, "rank", 0, "this rank")
@@ -158,7 +159,7 @@ func rank(ctx context.Context, o options, log *slog.Logger) error {
 	job.Protect("balance", &balance)
 	job.Protect("sent", &sent)
 	job.Protect("received", &received)
-	r, err := job.JoinGroup(ctx, ckpt.GroupConfig{Coordinator: o.coordinator, Group: o.group, Rank: o.rank, Size: o.size, KeepAll: o.keepAll})
+	r, err := job.JoinGroup(ctx, ckpt.GroupConfig{Coordinator: o.coordinator, Group: o.group, Rank: o.rank, Size: o.size, KeepAll: o.keepAll, Listen: o.listen})
 	if err != nil {
 		return err
 	}
