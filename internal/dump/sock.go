@@ -138,10 +138,14 @@ func peekQueue(fd, typ int) ([][]byte, string, error) {
 			}
 			for _, m := range msgs {
 				if fds, err := unix.ParseUnixRights(&m); err == nil {
+					// Name what is in flight (the peek gave us copies).
+					var names []string
 					for _, f := range fds {
+						l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f))
+						names = append(names, l)
 						unix.Close(f)
 					}
-					return nil, "with file descriptors in flight (SCM_RIGHTS)", nil
+					return nil, fmt.Sprintf("with file descriptors in flight (SCM_RIGHTS: %s)", strings.Join(names, ", ")), nil
 				}
 			}
 		}
