@@ -61,7 +61,11 @@ func (h *Handle) dumpInet(f *os.File, ino uint64, family int, fd *image.FD, tree
 	}
 	fam := map[int]string{unix.AF_INET: "AF_INET", unix.AF_INET6: "AF_INET6"}[family]
 	what := fmt.Sprintf("an %s socket socket:[%d]", fam, ino)
-	if !(typ == unix.SOCK_STREAM && proto == unix.IPPROTO_TCP) && !(typ == unix.SOCK_DGRAM && proto == unix.IPPROTO_UDP) {
+	// Multipath TCP listeners (Go's net.Listen makes them by default since
+	// Go 1.24) are recreated as such; their connections are refused below
+	// unless the kernel fell back to plain TCP for them.
+	mptcp := typ == unix.SOCK_STREAM && proto == unix.IPPROTO_MPTCP
+	if !(typ == unix.SOCK_STREAM && proto == unix.IPPROTO_TCP) && !(typ == unix.SOCK_DGRAM && proto == unix.IPPROTO_UDP) && !mptcp {
 		return fmt.Sprintf("%s of type %d protocol %d (only TCP and UDP)", what, typ, proto), nil
 	}
 	s := &image.InetSocket{ID: ino, Family: family, Type: typ, Protocol: proto, State: image.InetClosed}
@@ -102,6 +106,9 @@ func (h *Handle) dumpInet(f *os.File, ino uint64, family int, fd *image.FD, tree
 		return "", fmt.Errorf("TCP_INFO: %w", err)
 	}
 	state := int(info[0])
+	if mptcp && state != 10 {
+		return fmt.Sprintf("a Multipath TCP socket socket:[%d] %s -> %s in state %s (only MPTCP listeners)", ino, s.Local, s.Remote, tcpStates[state]), nil
+	}
 	switch state {
 	case 10: // LISTEN
 		if pending := binary.LittleEndian.Uint32(info[24:]); pending > 0 {
