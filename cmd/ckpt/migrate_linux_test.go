@@ -906,3 +906,94 @@ func TestMigrateOverMutualTLS(t *testing.T) {
 		t.Fatalf("migrated over mTLS: pass %v, %d beats", l.pass, len(l.seqVal))
 	}
 }
+
+// TestMigrateUsage: bad invocations say what is wrong, with the CLI's exit
+// statuses, before anything is touched.
+func TestMigrateUsage(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"migrate", "1"}, exitUsage, "--to HOST:PORT is required"},
+		{[]string{"migrate", "1", "--to", "nohostport"}, exitUsage, "want HOST:PORT or agent://HOST:PORT/GROUP"},
+		{[]string{"migrate", "1", "--to", "127.0.0.1:1"}, exitUsage, "--group is required"},
+		{[]string{"migrate", "1", "--to", "agent://127.0.0.1:1/a", "--group", "b"}, exitUsage, `--to names group "a" and --group "b"`},
+		{[]string{"migrate", "no-such-process-name", "--to", "127.0.0.1:1", "--group", "g"}, exitNotFound, `no process is named "no-such-process-name"`},
+		{[]string{"migrate", "--to", "127.0.0.1:1"}, exitUsage, "one PID or process name"},
+		{[]string{"restore", "--stream", "sim"}, exitUsage, "no checkpoint reference with --stream"},
+	} {
+		res := runCkpt(t, dir, tc.args...)
+		if res.code != tc.code || !strings.Contains(res.stderr, tc.want) {
+			t.Errorf("ckpt %s: exit %d, %q; want exit %d and %q", strings.Join(tc.args, " "), res.code, res.stderr, tc.code, tc.want)
+		}
+	}
+}
+
+// TestDumpStreamNoAckClones: `dump --stream --no-ack` resumes the source
+// after the stream, so the restore makes a second copy that continues
+// from the same point: in the shared output file every beat after the
+// copy appears twice, with the same generator state.
+func TestDumpStreamNoAckClones(t *testing.T) {
+	requireMigrationTools(t)
+	dir := t.TempDir()
+	bin := proctest.Build(t, "heartbeat", false)
+	out := filepath.Join(dir, "out")
+	f, _ := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	src := exec.Command(bin, "16", "50", "3", "200")
+	src.Stdout = f
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
+	waitFor(t, "beats", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 20 })
+	pr, pw, _ := os.Pipe()
+	var dumpErr, restErr strings.Builder
+	dump := exec.Command(ckptBin, "dump", "--stream", "--no-ack", strconv.Itoa(src.Process.Pid))
+	dump.Stdout, dump.Stderr = pw, &dumpErr
+	rest := exec.Command("unshare", "--pid", "--kill-child", "--mount-proc", ckptBin, "restore", "--stream")
+	rest.Stdin, rest.Stderr = pr, &restErr
+	if err := rest.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dump.Run(); err != nil {
+		t.Fatalf("dump --stream --no-ack: %v\n%s", err, dumpErr.String())
+	}
+	pw.Close()
+	pr.Close()
+	if !strings.Contains(dumpErr.String(), "left running") {
+		t.Errorf("dump says: %s", dumpErr.String())
+	}
+	if err := rest.Wait(); err != nil {
+		t.Fatalf("restore --stream of the copy: %v\n%s", err, restErr.String())
+	}
+	if err := src.Wait(); err != nil {
+		t.Fatalf("the source did not run to its end: %v", err)
+	}
+	l := readBeats(t, out)
+	seen := map[string]int{}
+	for _, sv := range l.seqVal {
+		seen[sv]++
+	}
+	twice := 0
+	for _, n := range seen {
+		if n > 2 {
+			t.Fatalf("a beat appears %d times", n)
+		}
+		if n == 2 {
+			twice++
+		}
+	}
+	if len(seen) != 200 || twice < 100 || !strings.Contains(readText(t, out), "PASS") {
+		t.Fatalf("%d distinct beats (want 200), %d of them twice", len(seen), twice)
+	}
+	t.Logf("the copy continued from beat %d: %d beats twice, same values", 201-twice, twice)
+}
+
+func readText(t *testing.T, p string) string {
+	t.Helper()
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
