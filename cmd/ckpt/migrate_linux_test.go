@@ -997,3 +997,59 @@ func readText(t *testing.T, p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
 }
+
+// TestMigrateRefusedPIDInUse: a destination in the source's own PID
+// namespace (an agent started plainly on this machine) cannot give the
+// process its PID while the frozen source holds it: the restore refuses
+// after the whole transfer, migrate says so, the source runs on, and the
+// destination keeps nothing (its prestage helper is gone too).
+func TestMigrateRefusedPIDInUse(t *testing.T) {
+	requireMigrationTools(t)
+	dst := startAgents(t, 1, map[string]any{})[0]
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "tok")
+	os.WriteFile(tok, []byte(agentTok), 0o600)
+	bin := proctest.Build(t, "heartbeat", false)
+	out := filepath.Join(dir, "out")
+	f, _ := os.Create(out)
+	src := exec.Command(bin, "16", "50", "4", "0")
+	src.Stdout = f
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
+	waitFor(t, "beats", func() bool { return strings.Count(readText(t, out), "\nHB ") >= 10 })
+	res := runCkpt(t, dir, "migrate", strconv.Itoa(src.Process.Pid), "--to", dst.addr, "--group", "sim", "--token-file", tok)
+	want := fmt.Sprintf("PID %d is used by process %d", src.Process.Pid, src.Process.Pid)
+	if res.code != 1 || !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "runs on here") {
+		t.Fatalf("exit %d, %s; want exit 1 with %q", res.code, res.stderr, want)
+	}
+	t.Log(strings.TrimSpace(res.stderr))
+	if s := proctest.State(src.Process.Pid); s == 't' || s == 'T' {
+		t.Fatalf("source left stopped")
+	}
+	n := strings.Count(readText(t, out), "\nHB ")
+	waitFor(t, "the source beating on", func() bool { return strings.Count(readText(t, out), "\nHB ") >= n+5 })
+	agentPID := dst.cmd.Process.Pid
+	waitFor(t, "the destination's helper to go", func() bool { return len(childrenOf(agentPID)) == 0 })
+}
+
+// childrenOf lists the processes whose parent is pid (any of its threads).
+func childrenOf(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c))
+		for _, line := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "PPid:" && f[1] == strconv.Itoa(pid) {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
