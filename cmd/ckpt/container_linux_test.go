@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -334,7 +336,8 @@ func TestContainerCrashRestore(t *testing.T) {
 	const iters = 120
 	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--backoff", "10ms",
 		"--", "/bin/sh", "-c", fmt.Sprintf("%s %s %d & wait", ctr, out, iters))
-	sup.Stderr = os.Stderr
+	var log strings.Builder
+	sup.Stderr = io.MultiWriter(os.Stderr, &syncWriter{w: &log})
 	if err := sup.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -352,6 +355,11 @@ func TestContainerCrashRestore(t *testing.T) {
 	}
 	if j = psJobs(t, repoDir)[name]; j.State != "done" || j.Restarts != 1 {
 		t.Fatalf("job at the end: %+v", j)
+	}
+	// The SIGUSR1 checkpoint copied memory while the container ran and
+	// froze the cgroup only for what was written since.
+	if !strings.Contains(log.String(), "after a pre-copy of") {
+		t.Fatalf("the checkpoint of the running container had no pre-copy:\n%s", log.String())
 	}
 	got := readCtr(t, out)
 	var want []string
@@ -511,4 +519,16 @@ func TestContainerThreads(t *testing.T) {
 	if strings.Count(string(got), "PASS") != 1 || strings.Contains(string(got), "FAIL") {
 		t.Fatalf("program output:\n%s", got)
 	}
+}
+
+// syncWriter serialises writes from exec's copying goroutine and reads.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

@@ -70,6 +70,18 @@ func (h *Handle) afterSeize(inner *map[int]int, pw *image.PageWriter) error {
 	if !h.opts.PIDNamespace {
 		return nil
 	}
+	m, err := h.innerPIDs()
+	if err != nil {
+		return err
+	}
+	*inner = m
+	*pw = wrapInner(*pw, m)
+	return nil
+}
+
+// innerPIDs maps every seized task to its id inside the root's PID
+// namespace.
+func (h *Handle) innerPIDs() (map[int]int, error) {
 	m := map[int]int{}
 	depth := 0
 	for _, p := range h.procs {
@@ -82,20 +94,37 @@ func (h *Handle) afterSeize(inner *map[int]int, pw *image.PageWriter) error {
 		for _, tid := range tids {
 			ids, err := nsPIDs(p.pid, tid)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if depth == 0 {
 				depth = len(ids)
 			}
 			if len(ids) != depth {
-				return fmt.Errorf("task %d is in another PID namespace than the container's root (NSpid %v): %w", tid, ids, ErrUnsupported)
+				return nil, fmt.Errorf("task %d is in another PID namespace than the container's root (NSpid %v): %w", tid, ids, ErrUnsupported)
 			}
 			m[tid] = ids[len(ids)-1]
 		}
 	}
-	*inner = m
-	*pw = innerPageWriter{pw: *pw, m: m}
-	return nil
+	return m, nil
+}
+
+// StartContainerPreCopy is StartPreCopy for a container whose PID 1 is pid
+// (Options.PIDNamespace): Copy and CopyRound hand pages to their writer
+// under the PIDs inside the container, as the frozen dump does.
+func StartContainerPreCopy(ctx context.Context, pid int) (*PreCopy, error) {
+	return startPreCopy(ctx, pid, true)
+}
+
+// wrapInner makes pw receive pages under the PIDs of m (nil: pw itself),
+// keeping it a ParentReuser when it is one.
+func wrapInner(pw image.PageWriter, m map[int]int) image.PageWriter {
+	if m == nil {
+		return pw
+	}
+	if r, ok := pw.(ParentReuser); ok {
+		return innerReuser{innerPageWriter{pw: pw, m: m}, r}
+	}
+	return innerPageWriter{pw: pw, m: m}
 }
 
 type innerPageWriter struct {
@@ -105,6 +134,15 @@ type innerPageWriter struct {
 
 func (w innerPageWriter) WritePages(pid int, addr uint64, b []byte) error {
 	return w.pw.WritePages(w.m[pid], addr, b)
+}
+
+type innerReuser struct {
+	innerPageWriter
+	r ParentReuser
+}
+
+func (w innerReuser) ReusePages(pid int, addr, n uint64) error {
+	return w.r.ReusePages(w.m[pid], addr, n)
 }
 
 // translatePIDs rewrites tree from the dumper's PIDs to the namespace's.

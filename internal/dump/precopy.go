@@ -30,6 +30,7 @@ type ParentReuser interface {
 // (with a page writer whose parent is the copy), then Close it.
 type PreCopy struct {
 	procs map[int]*preProc
+	inner map[int]int // a container's PIDs inside its namespace (StartContainerPreCopy)
 	// ArmStop is how long the tree was stopped to create the trackers.
 	ArmStop time.Duration
 	// Untracked lists processes whose writes cannot be tracked (and why):
@@ -48,7 +49,11 @@ type preProc struct {
 // tracked are listed in Untracked; the error is returned only when none
 // can be.
 func StartPreCopy(ctx context.Context, pid int) (*PreCopy, error) {
-	if err := checkTarget(pid, false); err != nil {
+	return startPreCopy(ctx, pid, false)
+}
+
+func startPreCopy(ctx context.Context, pid int, pidNS bool) (*PreCopy, error) {
+	if err := checkTarget(pid, pidNS); err != nil {
 		return nil, err
 	}
 	pc := &PreCopy{procs: map[int]*preProc{}}
@@ -57,6 +62,13 @@ func StartPreCopy(ctx context.Context, pid int) (*PreCopy, error) {
 	if err := h.freezeTree(ctx, pid); err != nil {
 		h.release(false)
 		return nil, err
+	}
+	if pidNS {
+		var err error
+		if pc.inner, err = h.innerPIDs(); err != nil {
+			h.release(false)
+			return nil, err
+		}
 	}
 	var firstErr error
 	for _, p := range h.procs {
@@ -142,6 +154,7 @@ func (pc *PreCopy) Close() {
 // image. Pages that cannot be read (unmapped meanwhile) are left to the
 // frozen dump. It returns the bytes copied.
 func (pc *PreCopy) Copy(ctx context.Context, pw image.PageWriter) (uint64, error) {
+	pw = wrapInner(pw, pc.inner)
 	pids := make([]int, 0, len(pc.procs))
 	for pid := range pc.procs {
 		pids = append(pids, pid)

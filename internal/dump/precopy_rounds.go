@@ -32,6 +32,7 @@ type Round struct {
 // round came, is read again while frozen. Use either Copy or CopyRound on
 // one PreCopy, not both.
 func (pc *PreCopy) CopyRound(ctx context.Context, pw image.PageWriter) (Round, error) {
+	pw = wrapInner(pw, pc.inner)
 	pids := make([]int, 0, len(pc.procs))
 	for pid := range pc.procs {
 		pids = append(pids, pid)

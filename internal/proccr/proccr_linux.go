@@ -100,24 +100,14 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 	dopts := dump.Options{LeaveRunning: opts.LeaveRunning}
 	var ctr *containerDump
 	if opts.Container != nil {
-		// No pre-copy: the whole container is frozen at once instead.
-		opts.NoPreCopy = true
 		ctr = &containerDump{cg: opts.Container, root: pid, veth: opts.Veth}
-		if err := ctr.freeze(); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if terr := ctr.thaw(); terr != nil {
-				err = errors.Join(err, terr)
-			}
-		}()
 		dopts.PIDNamespace, dopts.Seized = true, ctr.seized
 	}
 	var pre *dump.PreCopy
 	var preStats repo.WriteStats
 	if opts.LeaveRunning && !opts.NoPreCopy {
 		var preM *repo.Manifest
-		pre, preM, preStats, err = preCopy(ctx, r, pid, name, parent, meta, opts.Progress, res)
+		pre, preM, preStats, err = preCopy(ctx, r, pid, ctr != nil, name, parent, meta, opts.Progress, res)
 		if err != nil {
 			return nil, err
 		}
@@ -138,6 +128,19 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 	pw := procstore.NewPageWriter(w)
 	pw.Progress = opts.Progress
 	dopts.PreCopy = pre
+	if ctr != nil {
+		// The whole cgroup is frozen (after the pre-copy, which ran
+		// with the container running) until every task is seized.
+		if err := ctr.freeze(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+		defer func() {
+			if terr := ctr.thaw(); terr != nil {
+				err = errors.Join(err, terr)
+			}
+		}()
+	}
 	h, err := dump.Checkpoint(ctx, pid, dopts, pw)
 	if err != nil {
 		w.Abort()
@@ -185,9 +188,13 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 // into a pre-copy checkpoint. It returns a nil PreCopy, with the reason in
 // res.PreCopyNote, when writes cannot be tracked or the copy failed for a
 // reason the plain dump may not have; errors of the context are returned.
-func preCopy(ctx context.Context, r *repo.Repository, pid int, name string, parent *repo.Manifest, meta map[string]string,
+func preCopy(ctx context.Context, r *repo.Repository, pid int, container bool, name string, parent *repo.Manifest, meta map[string]string,
 	progress func(int64), res *DumpResult) (*dump.PreCopy, *repo.Manifest, repo.WriteStats, error) {
-	pc, err := dump.StartPreCopy(ctx, pid)
+	start := dump.StartPreCopy
+	if container {
+		start = dump.StartContainerPreCopy
+	}
+	pc, err := start(ctx, pid)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, repo.WriteStats{}, ctx.Err()

@@ -243,7 +243,11 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	s.job.Checkpoints++
 	s.job.LastCheckpoint, s.job.LastTime = res.Manifest.ID(), res.Manifest.Time
 	s.save()
-	s.o.Logf("checkpoint %s (%s) in %v: %s new", res.Manifest.Ref(), res.Manifest.ID()[:12], time.Since(t0).Round(time.Millisecond), progress.Bytes(res.Stats.NewBytes))
+	frozen := fmt.Sprintf("frozen %v", res.Frozen.Round(time.Millisecond))
+	if res.PreCopied > 0 {
+		frozen += " after a pre-copy of " + progress.Bytes(int64(res.PreCopied))
+	}
+	s.o.Logf("checkpoint %s (%s) in %v: %s new, %s", res.Manifest.Ref(), res.Manifest.ID()[:12], time.Since(t0).Round(time.Millisecond), progress.Bytes(res.Stats.NewBytes), frozen)
 	if s.o.Keep > 0 {
 		if _, rerr := s.r.Retain(ctx, s.o.Name, s.o.Keep); rerr != nil {
 			s.o.Logf("warning: retention: %v", rerr)
