@@ -1000,9 +1000,9 @@ func readText(t *testing.T, p string) string {
 
 // TestMigrateRefusedPIDInUse: a destination in the source's own PID
 // namespace (an agent started plainly on this machine) cannot give the
-// process its PID while the frozen source holds it: the restore refuses
-// after the whole transfer, migrate says so, the source runs on, and the
-// destination keeps nothing (its prestage helper is gone too).
+// process its PID while the source holds it: it refuses at the hello,
+// before any page is sent, migrate says so, the source runs on, and the
+// destination keeps nothing.
 func TestMigrateRefusedPIDInUse(t *testing.T) {
 	requireMigrationTools(t)
 	dst := startAgents(t, 1, map[string]any{})[0]
@@ -1021,9 +1021,12 @@ func TestMigrateRefusedPIDInUse(t *testing.T) {
 	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
 	waitFor(t, "beats", func() bool { return strings.Count(readText(t, out), "\nHB ") >= 10 })
 	res := runCkpt(t, dir, "migrate", strconv.Itoa(src.Process.Pid), "--to", dst.addr, "--group", "sim", "--token-file", tok)
-	want := fmt.Sprintf("PID %d is used by process %d", src.Process.Pid, src.Process.Pid)
-	if res.code != 1 || !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "runs on here") {
+	want := fmt.Sprintf("refused before the transfer: PID %d is used by process %d", src.Process.Pid, src.Process.Pid)
+	if res.code != 1 || !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "runs on") {
 		t.Fatalf("exit %d, %s; want exit 1 with %q", res.code, res.stderr, want)
+	}
+	if strings.Contains(res.stderr, "round 1:") {
+		t.Errorf("the refusal came only after a pre-copy round: %s", res.stderr)
 	}
 	t.Log(strings.TrimSpace(res.stderr))
 	if s := proctest.State(src.Process.Pid); s == 't' || s == 'T' {

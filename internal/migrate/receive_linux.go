@@ -67,7 +67,8 @@ func Receive(ctx context.Context, r io.Reader, opts restore.Options) (*restore.R
 }
 
 // prestager builds the root's memory in a restore helper while the
-// stream arrives (nil: not at all).
+// stream arrives. Without one (tests of the stream alone) receive neither
+// checks the hello against this machine nor builds anything.
 type prestager struct {
 	helper string
 	ps     *restore.Prestage
@@ -135,7 +136,14 @@ func receive(ctx context.Context, r io.Reader, st *ReceiveStats, pre *prestager)
 			if st.Hello.Version != 1 {
 				return nil, nil, bad("stream version %d (this ckpt reads version 1)", st.Hello.Version)
 			}
-			pre.start(st.Hello.Root)
+			if pre != nil {
+				// A receiver that will restore refuses at once what the
+				// restore would refuse after the transfer.
+				if err := checkHello(st.Hello); err != nil {
+					return nil, nil, fmt.Errorf("refused before the transfer: %w", err)
+				}
+				pre.start(st.Hello.Root)
+			}
 		case FramePages:
 			if tree != nil {
 				return nil, nil, bad("pages after the tree")

@@ -75,8 +75,14 @@ func Send(ctx context.Context, pid int, w io.Writer, opts SendOptions) (*Sent, e
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	host, _ := os.Hostname()
-	if err := sw.JSON(FrameHello, Hello{Version: 1, Root: pid, Kernel: unix.ByteSliceToString(uts.Release[:]), Host: host}); err != nil {
+	if err := sw.JSON(FrameHello, Hello{Version: 1, Root: pid, Kernel: unix.ByteSliceToString(uts.Release[:]), Host: host,
+		PIDs: treeIDs(pid), Vdso: vdsoHash(pid)}); err != nil {
 		return nil, fmt.Errorf("writing the stream: %w", err)
+	}
+	// The hello goes out now: a receiver that refuses it stops the
+	// migration before the pre-copy.
+	if err := sw.Flush(); err != nil {
+		return nil, fmt.Errorf("writing the stream: %w (the process runs on)", err)
 	}
 	var st SendStats
 	var pc *dump.PreCopy

@@ -73,6 +73,11 @@ type Hello struct {
 	Root    int    `json:"root"`   // PID of the tree's root at the source
 	Kernel  string `json:"kernel"` // uname release of the source
 	Host    string `json:"host"`   // source host name (for messages)
+	// PIDs lists the tree's PIDs and TIDs when the stream starts, and Vdso
+	// the SHA-256 of the root's vdso: the receiver refuses at once what
+	// the restore would refuse after the whole transfer.
+	PIDs []int  `json:"pids,omitempty"`
+	Vdso string `json:"vdso,omitempty"`
 }
 
 // RoundInfo ends a pre-copy round.

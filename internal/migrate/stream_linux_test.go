@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/restore"
 )
 
 // validStream builds a small complete stream: one pre-copy round of two
@@ -131,5 +133,25 @@ func TestReuseOfUnsentPageFailsTheRead(t *testing.T) {
 	err = stage.PageSegments(7, 0x10000, 8192, func(uint64, []byte) error { return nil })
 	if err == nil {
 		t.Fatal("PageSegments over the unsent page succeeded")
+	}
+}
+
+// TestCheckHello: a hello whose vdso is not this kernel's, or that names a
+// PID a live process holds here, is refused before any page is sent.
+func TestCheckHello(t *testing.T) {
+	self := vdsoHash(os.Getpid())
+	if self == "" {
+		t.Skip("no vdso to compare")
+	}
+	if err := checkHello(Hello{Version: 1, Vdso: self}); err != nil {
+		t.Fatalf("this kernel's own vdso refused: %v", err)
+	}
+	err := checkHello(Hello{Version: 1, Kernel: "5.10.0-other", Vdso: strings.Repeat("0", 64)})
+	if !errors.Is(err, restore.ErrMismatch) || !strings.Contains(err.Error(), "another kernel build") || !strings.Contains(err.Error(), "5.10.0-other") {
+		t.Fatalf("another vdso: %v", err)
+	}
+	err = checkHello(Hello{Version: 1, PIDs: []int{os.Getpid()}})
+	if !errors.Is(err, restore.ErrPIDInUse) {
+		t.Fatalf("a PID in use here: %v", err)
 	}
 }

@@ -1,0 +1,95 @@
+package migrate
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/ckpt/ckpt/internal/procfs"
+	"github.com/ckpt/ckpt/internal/ptrace"
+	"github.com/ckpt/ckpt/internal/restore"
+)
+
+// treeIDs lists the PIDs and TIDs of the tree rooted at pid as it is now
+// (the hello's; the tree may still change before the freeze, and the
+// restore checks again).
+func treeIDs(pid int) []int {
+	var ids []int
+	var walk func(p int)
+	walk = func(p int) {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
+		if err != nil {
+			return
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			ids = append(ids, tid)
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p, tid))
+			for _, c := range strings.Fields(string(b)) {
+				if cp, err := strconv.Atoi(c); err == nil {
+					walk(cp)
+				}
+			}
+		}
+	}
+	walk(pid)
+	return ids
+}
+
+// vdsoHash is the SHA-256 of pid's vdso, as the dump records it ("" when
+// it cannot be read).
+func vdsoHash(pid int) string {
+	b, err := procfs.Read(pid, "maps")
+	if err != nil {
+		return ""
+	}
+	maps, err := procfs.ParseMaps(b)
+	if err != nil {
+		return ""
+	}
+	for _, e := range maps {
+		if e.Path != "[vdso]" {
+			continue
+		}
+		mem, err := ptrace.OpenMem(pid)
+		if err != nil {
+			return ""
+		}
+		defer mem.Close()
+		buf := make([]byte, e.End-e.Start)
+		if err := mem.Read(e.Start, buf); err != nil {
+			return ""
+		}
+		sum := sha256.Sum256(buf)
+		return hex.EncodeToString(sum[:])
+	}
+	return ""
+}
+
+// checkHello refuses at once, before any page is sent, what the restore
+// would refuse at the end: a PID of the tree held by a live process here,
+// or a vdso from another kernel build.
+func checkHello(h Hello) error {
+	for _, id := range h.PIDs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id))
+		if err != nil {
+			continue
+		}
+		st, err := procfs.ParseStat(b)
+		if err == nil && st.State != 'Z' && st.State != 'X' {
+			return fmt.Errorf("PID %d is used by process %d (%s) here: %w", id, st.PID, st.Comm, restore.ErrPIDInUse)
+		}
+	}
+	if h.Vdso != "" {
+		if mine := vdsoHash(os.Getpid()); mine != "" && mine != h.Vdso {
+			return fmt.Errorf("the source's kernel (%s) has another vdso than this one (another kernel build): %w", h.Kernel, restore.ErrMismatch)
+		}
+	}
+	return nil
+}
