@@ -106,17 +106,8 @@ type prepState struct {
 // protected values, and the messages that were in flight to this rank),
 // and connects to every other rank. Protect every value before.
 func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
-	if cfg.Size <= 0 || cfg.Rank < 0 || cfg.Rank >= cfg.Size {
-		return nil, fmt.Errorf("JoinGroup: rank %d of %d", cfg.Rank, cfg.Size)
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	if cfg.Node == "" {
-		cfg.Node, _ = os.Hostname()
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = time.Minute
+	if err := cfg.check("JoinGroup"); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -135,24 +126,11 @@ func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
 			r.close()
 		}
 	}()
-	var err error
-	if r.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("JoinGroup: listening for peers: %w", err)
-	}
-	adv := cfg.Advertise
-	if adv == "" {
-		adv = r.ln.Addr().String()
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", cfg.Coordinator)
+	reg, err := register(ctx, cfg, "JoinGroup")
 	if err != nil {
-		return nil, fmt.Errorf("JoinGroup: connecting to the coordinator: %w", err)
+		return nil, err
 	}
-	r.ctl = group.NewConn(c)
-	if err := r.ctl.Send(group.Wire{Type: group.MsgHello, Group: cfg.Group, Rank: cfg.Rank, Size: cfg.Size, Addr: adv, Node: cfg.Node}); err != nil {
-		return nil, fmt.Errorf("JoinGroup: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	r.ln, r.ctl = reg.ln, reg.ctl
 	w, err := r.ctl.Recv()
 	if err == nil && w.Type == group.MsgFailed {
 		err = errors.New(w.Error)
@@ -190,8 +168,7 @@ func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
 	if err != nil {
 		return nil, fmt.Errorf("JoinGroup: waiting for the other ranks: %w", err)
 	}
-	stop()
-	c.SetDeadline(time.Time{})
+	reg.registered()
 	if err := r.connect(ctx, w.Peers); err != nil {
 		return nil, fmt.Errorf("JoinGroup: connecting to the other ranks: %w", err)
 	}
@@ -643,5 +620,66 @@ func (j *Job) restoreFrom(ctx context.Context, id string) error {
 		return err
 	}
 	j.parent = m
+	return nil
+}
+
+// registration is a rank's listener for its peers and its connection to
+// the coordinator, while it waits for the coordinator's answers.
+type registration struct {
+	ln   net.Listener
+	adv  string // the address peers are told
+	ctl  *group.Conn
+	c    net.Conn
+	stop func() bool
+}
+
+// register listens for peers on cfg.Listen and says hello to the
+// coordinator. Until registered is called, the end of ctx interrupts the
+// wait for the coordinator's answers. On error nothing is left open.
+func register(ctx context.Context, cfg GroupConfig, op string) (*registration, error) {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listening for peers: %w", op, err)
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = ln.Addr().String()
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", cfg.Coordinator)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("%s: connecting to the coordinator: %w", op, err)
+	}
+	ctl := group.NewConn(c)
+	if err := ctl.Send(group.Wire{Type: group.MsgHello, Group: cfg.Group, Rank: cfg.Rank, Size: cfg.Size, Addr: adv, Node: cfg.Node}); err != nil {
+		ln.Close()
+		ctl.Close()
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return &registration{ln: ln, adv: adv, ctl: ctl, c: c,
+		stop: context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })}, nil
+}
+
+// registered ends the interruption by ctx: the rank is in the group.
+func (g *registration) registered() {
+	g.stop()
+	g.c.SetDeadline(time.Time{})
+}
+
+// check refuses a rank outside the group and fills in the defaults.
+func (cfg *GroupConfig) check(op string) error {
+	if cfg.Size <= 0 || cfg.Rank < 0 || cfg.Rank >= cfg.Size {
+		return fmt.Errorf("%s: rank %d of %d", op, cfg.Rank, cfg.Size)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Node == "" {
+		cfg.Node, _ = os.Hostname()
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Minute
+	}
 	return nil
 }

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
-	"time"
 
 	"github.com/ckpt/ckpt/internal/group"
 	"github.com/ckpt/ckpt/internal/group/cic"
@@ -75,17 +73,8 @@ type CICRank struct {
 // not call the Job's Checkpoint or Restore (use CICRank.Checkpoint). The
 // job's checkpoints are all kept: the recovery line may need older ones.
 func (j *Job) JoinCIC(ctx context.Context, cfg GroupConfig) (*CICRank, error) {
-	if cfg.Size <= 0 || cfg.Rank < 0 || cfg.Rank >= cfg.Size {
-		return nil, fmt.Errorf("JoinCIC: rank %d of %d", cfg.Rank, cfg.Size)
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	if cfg.Node == "" {
-		cfg.Node, _ = os.Hostname()
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = time.Minute
+	if err := cfg.check("JoinCIC"); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -103,24 +92,11 @@ func (j *Job) JoinCIC(ctx context.Context, cfg GroupConfig) (*CICRank, error) {
 			r.Close()
 		}
 	}()
-	var err error
-	if r.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("JoinCIC: listening for peers: %w", err)
-	}
-	adv := cfg.Advertise
-	if adv == "" {
-		adv = r.ln.Addr().String()
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", cfg.Coordinator)
+	reg, err := register(ctx, cfg, "JoinCIC")
 	if err != nil {
-		return nil, fmt.Errorf("JoinCIC: connecting to the coordinator: %w", err)
+		return nil, err
 	}
-	r.ctl = group.NewConn(c)
-	if err := r.ctl.Send(group.Wire{Type: group.MsgHello, Group: cfg.Group, Rank: cfg.Rank, Size: cfg.Size, Addr: adv, Node: cfg.Node}); err != nil {
-		return nil, fmt.Errorf("JoinCIC: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	r.ln, r.ctl = reg.ln, reg.ctl
 	var w group.Wire
 	for err == nil && w.Type != group.MsgPeers {
 		w, err = r.ctl.Recv()
@@ -134,8 +110,7 @@ func (j *Job) JoinCIC(ctx context.Context, cfg GroupConfig) (*CICRank, error) {
 	if err != nil {
 		return nil, fmt.Errorf("JoinCIC: registering with the coordinator: %w", err)
 	}
-	stop()
-	c.SetDeadline(time.Time{})
+	reg.registered()
 	if r.out, err = linkPeers(ctx, r.ln, cfg.Rank, w.Peers, r.push); err != nil {
 		return nil, fmt.Errorf("JoinCIC: connecting to the other ranks: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -66,14 +65,8 @@ type loggedLink struct {
 // ranks are not restarted. Protect every value before; do not call the
 // Job's Checkpoint or Restore (use LoggedRank.Checkpoint).
 func (j *Job) JoinLogged(ctx context.Context, cfg GroupConfig) (*LoggedRank, error) {
-	if cfg.Size <= 0 || cfg.Rank < 0 || cfg.Rank >= cfg.Size {
-		return nil, fmt.Errorf("JoinLogged: rank %d of %d", cfg.Rank, cfg.Size)
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = time.Minute
+	if err := cfg.check("JoinLogged"); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -110,24 +103,11 @@ func (j *Job) JoinLogged(ctx context.Context, cfg GroupConfig) (*LoggedRank, err
 			r.Close()
 		}
 	}()
-	if r.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("JoinLogged: listening for peers: %w", err)
-	}
-	r.adv = cfg.Advertise
-	if r.adv == "" {
-		r.adv = r.ln.Addr().String()
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", cfg.Coordinator)
+	reg, err := register(ctx, cfg, "JoinLogged")
 	if err != nil {
-		return nil, fmt.Errorf("JoinLogged: connecting to the coordinator: %w", err)
-	}
-	r.ctl = group.NewConn(c)
-	node, _ := os.Hostname()
-	if err := r.ctl.Send(group.Wire{Type: group.MsgHello, Group: cfg.Group, Rank: cfg.Rank, Size: cfg.Size, Addr: r.adv, Node: node}); err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	r.ln, r.ctl, r.adv = reg.ln, reg.ctl, reg.adv
 	var w group.Wire
 	for err == nil && w.Type != group.MsgPeers {
 		w, err = r.ctl.Recv()
@@ -141,8 +121,7 @@ func (j *Job) JoinLogged(ctx context.Context, cfg GroupConfig) (*LoggedRank, err
 	if err != nil {
 		return nil, fmt.Errorf("JoinLogged: registering: %w", err)
 	}
-	stop()
-	c.SetDeadline(time.Time{})
+	reg.registered()
 	go r.accept()
 	for _, p := range peers {
 		r.redial(p, w.Peers[p])
