@@ -532,3 +532,57 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// TestContainerRestoreRefused resumes a stopped container whose program
+// file changed since the checkpoint: the restore is refused with a message
+// naming the file, and nothing is left behind: no process in the
+// container's cgroup, no veth host end, the job not running.
+func TestContainerRestoreRefused(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/sbin/ip")
+	name := fmt.Sprintf("bad-%d", os.Getpid())
+	requireCgroup2(t, name)
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "ctr")
+	b, err := os.ReadFile(proctest.Build(t, "ctr", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(prog, b, 0o755)
+	repoDir, out := filepath.Join(dir, "repo"), filepath.Join(dir, "out")
+	run := func() *exec.Cmd {
+		return exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--veth", "10.231.79.1/24,10.231.79.2/24",
+			"--", prog, out, "100000")
+	}
+	sup := run()
+	sup.Stderr = os.Stderr
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "the program to run", func() bool { return lineCount(out) > 5 })
+	sup.Process.Signal(syscall.SIGTERM)
+	var ee *exec.ExitError
+	if err := sup.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 143 {
+		t.Fatalf("ckpt run after SIGTERM: %v, want exit 143", err)
+	}
+	// Rebuilt in place: same path, other contents.
+	os.WriteFile(prog, append(b, 0), 0o755)
+	res := run()
+	msg, err := res.CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(msg), prog) {
+		t.Fatalf("resume with a changed program: %v, want exit 125 and a message naming %s:\n%s", err, prog, msg)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(string(msg)))
+	cg, _ := container.CgroupFor(name)
+	if pids, err := cg.Procs(); err == nil && len(pids) > 0 {
+		t.Fatalf("processes %v left in the container's cgroup", pids)
+	}
+	veth, _ := container.ParseVeth(name, "10.231.79.1/24,10.231.79.2/24")
+	waitFor(t, "the veth host end to go with its namespace", func() bool {
+		return exec.Command("ip", "link", "show", "dev", veth.Peer).Run() != nil
+	})
+	if j := psJobs(t, repoDir)[name]; j.State == "running" {
+		t.Fatalf("job after the refused restore: %+v", j)
+	}
+}
