@@ -1,5 +1,7 @@
 package image
 
+import "net/netip"
+
 // Container is the namespaces' state of a container checkpoint (`ckpt run
 // --isolate`, internal/container). When a Tree has one, its PIDs, TIDs,
 // PPIDs, process groups and sessions are those seen inside the
@@ -29,4 +31,30 @@ type NetIf struct {
 	Veth      bool     `json:"veth,omitempty"`
 	Peer      string   `json:"peer,omitempty"`
 	PeerAddrs []string `json:"peer_addrs,omitempty"`
+}
+
+// validate checks a container's state against its tree.
+func (c *Container) validate(t *Tree) error {
+	if t.Root != 1 || t.Processes[0].PPID != 0 {
+		return invalid("container: the root is PID %d with parent %d, want PID 1 of its namespace with parent 0", t.Root, t.Processes[0].PPID)
+	}
+	if c.Monotonic < 0 || c.Boottime < 0 {
+		return invalid("container: negative clock values (monotonic %d, boottime %d)", c.Monotonic, c.Boottime)
+	}
+	names := map[string]bool{}
+	for _, n := range c.Net {
+		if n.Name == "" || len(n.Name) > 15 || names[n.Name] {
+			return invalid("container: bad or duplicate interface name %q", n.Name)
+		}
+		names[n.Name] = true
+		if n.Veth && (n.Peer == "" || len(n.Peer) > 15) {
+			return invalid("container: veth %s has a bad host end name %q", n.Name, n.Peer)
+		}
+		for _, a := range append(append([]string(nil), n.Addrs...), n.PeerAddrs...) {
+			if _, err := netip.ParsePrefix(a); err != nil {
+				return invalid("container: interface %s: address %q: %v", n.Name, a, err)
+			}
+		}
+	}
+	return nil
 }

@@ -67,6 +67,12 @@ func TestValidate(t *testing.T) {
 		{"desc", func(t *Tree) { t.Processes[1].FDs[0].Pipe = 6; t.Pipes = append(t.Pipes, &Pipe{ID: 6}) }, "shares description"},
 		{"sigkill", func(t *Tree) { t.Processes[0].SigActions[0].Sig = 9 }, "signal 9"},
 		{"zombie", func(t *Tree) { t.Processes[2].FDs = []*FD{{Num: 1, Kind: FDOutside}} }, "zombie 13"},
+		{"container ok", func(t *Tree) { inContainer(t) }, ""},
+		{"container root", func(t *Tree) { inContainer(t); t.Processes[0].PPID = 5 }, "want PID 1 of its namespace"},
+		{"container clock", func(t *Tree) { inContainer(t); t.Container.Monotonic = -1 }, "negative clock"},
+		{"container ifname", func(t *Tree) { inContainer(t); t.Container.Net[1].Name = "lo" }, "duplicate interface name"},
+		{"container peer", func(t *Tree) { inContainer(t); t.Container.Net[1].Peer = "" }, "bad host end name"},
+		{"container addr", func(t *Tree) { inContainer(t); t.Container.Net[1].PeerAddrs = []string{"10.0.0.1"} }, `address "10.0.0.1"`},
 	} {
 		tr := sample()
 		tc.mut(tr)
@@ -79,6 +85,32 @@ func TestValidate(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// inContainer renumbers sample() as a container's tree (root PID 1).
+func inContainer(t *Tree) {
+	t.Root = 1
+	t.Processes[0].PID, t.Processes[0].PPID = 1, 0
+	t.Processes[0].Threads[0].TID = 1
+	t.Processes[1].PPID = 1
+	t.Container = &Container{Name: "box", Hostname: "box1", Monotonic: 5e9, Boottime: 6e9, Net: []NetIf{
+		{Name: "lo", Up: true},
+		{Name: "eth0", Up: true, Addrs: []string{"10.0.0.2/24"}, Veth: true, Peer: "ckpt-12345678", PeerAddrs: []string{"10.0.0.1/24"}},
+	}}
+}
+
+func TestContainerText(t *testing.T) {
+	tr := sample()
+	inContainer(tr)
+	var b strings.Builder
+	if err := WriteText(&b, tr); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"container box: hostname box1", "monotonic clock 5.000s", "interface eth0 up 10.0.0.2/24 (veth; host end ckpt-12345678 10.0.0.1/24)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, b.String())
 		}
 	}
 }

@@ -62,6 +62,11 @@ func (t *Tree) Validate() error {
 			return err
 		}
 	}
+	if t.Container != nil {
+		if err := t.Container.validate(t); err != nil {
+			return err
+		}
+	}
 	for _, s := range t.Shm {
 		if s == nil || s.ID == 0 || t.ShmObj(s.ID) != s {
 			return invalid("bad or duplicate shared memory object in the image")
