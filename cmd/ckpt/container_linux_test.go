@@ -586,3 +586,50 @@ func TestContainerRestoreRefused(t *testing.T) {
 		t.Fatalf("job after the refused restore: %+v", j)
 	}
 }
+
+// TestContainerIntruder moves a host process into a running container's
+// cgroup: it does not descend from the container's PID 1, so a checkpoint
+// would miss it; the checkpoint is refused with a message naming it, and
+// the container runs on, thawed.
+func TestContainerIntruder(t *testing.T) {
+	requireRoot(t)
+	name := fmt.Sprintf("intr-%d", os.Getpid())
+	requireCgroup2(t, name)
+	ctr := proctest.Build(t, "ctr", false)
+	dir := t.TempDir()
+	repoDir, out := filepath.Join(dir, "repo"), filepath.Join(dir, "out")
+	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--", ctr, out, "100000")
+	var log strings.Builder
+	sw := &syncWriter{w: &log}
+	sup.Stderr = io.MultiWriter(os.Stderr, sw)
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "the program to run", func() bool { return lineCount(out) > 5 })
+	intruder := exec.Command("/bin/sleep", "100")
+	if err := intruder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { intruder.Process.Kill(); intruder.Wait() }()
+	cg, _ := container.CgroupFor(name)
+	if err := cg.Add(intruder.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	sup.Process.Signal(syscall.SIGUSR1)
+	want := fmt.Sprintf("process %d is in the container's cgroup", intruder.Process.Pid)
+	waitFor(t, "the refused checkpoint", func() bool {
+		sw.mu.Lock()
+		defer sw.mu.Unlock()
+		return strings.Contains(log.String(), want)
+	})
+	if j := psJobs(t, repoDir)[name]; j.Checkpoints != 0 || j.State != "running" {
+		t.Fatalf("job after the refused checkpoint: %+v", j)
+	}
+	n := lineCount(out)
+	waitFor(t, "the container to run on after the refusal", func() bool { return lineCount(out) > n+5 })
+	b, _ := os.ReadFile(filepath.Join(cg.Dir, "cgroup.events"))
+	if !strings.Contains(string(b), "frozen 0") {
+		t.Fatalf("cgroup left frozen:\n%s", b)
+	}
+}

@@ -134,6 +134,9 @@ not start itself. 'ckpt ps' lists jobs.`,
 					return usageError("%v", err)
 				}
 			}
+			if len(o.Hostname) > 64 || strings.ContainsAny(o.Hostname, "\x00/ ") {
+				return usageError("--hostname %q: at most 64 bytes, no spaces, slashes or NUL", o.Hostname)
+			}
 			o.Command = args
 			o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
 			r, err := g.openRepo(ctx, true)

@@ -101,7 +101,7 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 			return 0, fmt.Errorf("%w: --isolate: %v", ErrSupervisor, err)
 		}
 		if o.Hostname == "" {
-			o.Hostname = o.Name
+			o.Hostname = o.Name[:min(len(o.Name), 64)] // HOST_NAME_MAX
 		}
 		job.Isolate, job.Cgroup = true, cg.Dir
 		// The group goes with the container; a later run makes it again.
