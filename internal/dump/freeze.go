@@ -154,11 +154,7 @@ func freezeProcess(p *proc) error {
 }
 
 func freezeThread(pid, tid int) (*thread, error) {
-	opts := seizeOptions(pid, tid)
-	if err := ptrace.Seize(tid, opts); err != nil {
-		if opts != ptrace.OptsDump && err == unix.EPERM {
-			return nil, fmt.Errorf("thread %d has seccomp filters, which cannot be suspended for the dump (needs CAP_SYS_ADMIN): %w", tid, err)
-		}
+	if err := ptrace.Seize(tid, ptrace.OptsDump); err != nil {
 		return nil, err
 	}
 	if err := ptrace.Interrupt(tid); err != nil {
@@ -190,6 +186,9 @@ func freezeThread(pid, tid int) (*thread, error) {
 		if err := ptrace.Cont(tid, 0); err != nil {
 			return nil, err
 		}
+	}
+	if err := suspendSeccomp(pid, tid); err != nil {
+		return nil, err
 	}
 	var err error
 	if t.regs, err = ptrace.GetRegs(tid); err != nil {
