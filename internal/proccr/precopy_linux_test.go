@@ -2,6 +2,7 @@ package proccr_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -110,6 +111,7 @@ func TestIncrementalExact(t *testing.T) {
 	if s := proctest.State(p.PID); s == 't' || s == 'T' {
 		t.Errorf("process left stopped (%c)", s)
 	}
+	before := anonMaps(t, p.PID)
 	p.KillAndReap(t)
 
 	sr, sw, _ := os.Pipe()
@@ -119,8 +121,42 @@ func TestIncrementalExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = rres.Signal(syscall.SIGKILL); _, _ = rres.Wait() }()
+	// The anonymous memory was placed with a userfaultfd: none is left
+	// registered or open, and the anonymous mappings read as before.
+	if after := anonMaps(t, rres.Root); after != before {
+		t.Errorf("anonymous mappings differ after the restore:\n%s\nwas\n%s", after, before)
+	}
+	smaps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", rres.Root))
+	for _, l := range strings.Split(string(smaps), "\n") {
+		if strings.HasPrefix(l, "VmFlags:") && strings.Contains(l+" ", " um ") {
+			t.Errorf("a mapping is still registered with a userfaultfd: %s", l)
+		}
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", rres.Root))
+	for _, e := range fds {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", rres.Root, e.Name())); strings.Contains(l, "userfaultfd") {
+			t.Errorf("userfaultfd left in the restored process as fd %s", e.Name())
+		}
+	}
 	_ = rres.Signal(syscall.SIGUSR2)
 	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
 		t.Fatalf("restored process: %q", got)
 	}
+}
+
+// anonMaps returns the lines of /proc/PID/maps of anonymous mappings
+// (no path), addresses and permissions only.
+func anonMaps(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 5 {
+			out = append(out, f[0]+" "+f[1])
+		}
+	}
+	return strings.Join(out, "\n")
 }
