@@ -469,10 +469,26 @@ sys.stdout.write(c.makefile().read())`)
 // mutex; testdata/cprog/threads.c): every thread comes back with its TID
 // inside the container and the program checks its state and passes.
 func TestContainerThreads(t *testing.T) {
+	containerFixture(t, "threads", 6)
+}
+
+// TestContainerShm does the same with memory shared between a parent and
+// its child (testdata/cprog/shm.c): MAP_SHARED anonymous memory, a memfd,
+// POSIX shm and two System V segments, which live in the container's IPC
+// namespace: the dump reads them from a thread that joined it, the
+// restore creates a new IPC namespace and the segments inside it.
+func TestContainerShm(t *testing.T) {
+	containerFixture(t, "shm", 1)
+}
+
+// containerFixture runs a READY/SIGUSR2/PASS fixture as a container's
+// PID 1, stops the container, resumes it, checks the root is PID 1 inside
+// with tasks threads, and lets the fixture check itself.
+func containerFixture(t *testing.T, fixture string, tasks int) {
 	requireRoot(t)
-	name := fmt.Sprintf("thr-%d", os.Getpid())
+	name := fmt.Sprintf("%s-%d", fixture, os.Getpid())
 	requireCgroup2(t, name)
-	prog := proctest.Build(t, "threads", false)
+	prog := proctest.Build(t, fixture, false)
 	dir := t.TempDir()
 	repoDir, out := filepath.Join(dir, "repo"), filepath.Join(dir, "out")
 	o, err := os.Create(out)
@@ -502,14 +518,12 @@ func TestContainerThreads(t *testing.T) {
 	}
 	var j psJob
 	waitFor(t, "the restore", func() bool { j = psJobs(t, repoDir)[name]; return j.State == "running" && j.PID != 0 })
-	// The program is PID 1 of the container; its threads kept their TIDs.
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", j.PID))
 	if err != nil || !strings.Contains(string(b), "NSpid:\t"+strconv.Itoa(j.PID)+"\t1\n") {
 		t.Fatalf("restored root: %v\n%s", err, b)
 	}
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", j.PID))
-	if len(tasks) != 6 {
-		t.Fatalf("restored program has %d threads, want 6", len(tasks))
+	if ts, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", j.PID)); len(ts) != tasks {
+		t.Fatalf("restored program has %d threads, want %d", len(ts), tasks)
 	}
 	syscall.Kill(j.PID, syscall.SIGUSR2)
 	if err := sup.Wait(); err != nil {

@@ -200,3 +200,49 @@ func linkUp(name string) error {
 	}
 	return nil
 }
+
+// ExtraMounts lists the mount points (with their file system types) that
+// process pid's mount namespace has and ours has not, the container's own
+// /proc aside: mounts made inside a container, which a checkpoint does not
+// save.
+func ExtraMounts(pid int) ([]string, error) {
+	theirs, err := mountPoints(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return nil, err
+	}
+	ours, err := mountPoints("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, m := range ours {
+		have[m] = true
+	}
+	var extra []string
+	for _, m := range theirs {
+		if m == "/proc proc" || have[m] {
+			continue
+		}
+		extra = append(extra, m)
+	}
+	return extra, nil
+}
+
+// mountPoints reads a mountinfo file into "MOUNTPOINT FSTYPE" strings.
+func mountPoints(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	var ms []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		for i, x := range f {
+			if x == "-" && i >= 5 && i+1 < len(f) {
+				ms = append(ms, unescapeMount(f[4])+" "+f[i+1])
+				break
+			}
+		}
+	}
+	return ms, nil
+}

@@ -21,7 +21,7 @@ const maxMsgText = 16 << 20
 // tree was the last to send to or receive from (msg_lspid, msg_lrpid).
 // Message queues are read with MSG_COPY, which leaves them as they are.
 func dumpSysvIPC(tree *image.Tree, pids map[int]bool) error {
-	mine, err1 := os.Readlink("/proc/self/ns/ipc")
+	mine, err1 := os.Readlink("/proc/thread-self/ns/ipc") // this thread's: a container dump runs in the container's
 	theirs, err2 := os.Readlink(procfs.Path(tree.Root, "ns/ipc"))
 	if err1 != nil || err2 != nil || mine != theirs {
 		tree.Warnings = append(tree.Warnings, fmt.Sprintf("the tree is in IPC namespace %s, the dumper in %s: System V semaphores and message queues are not saved", theirs, mine))

@@ -189,14 +189,15 @@ func translatePIDs(t *image.Tree, m map[int]int) error {
 }
 
 // collectIn is collect, for a container from a thread inside its network
-// namespace: socket diagnostics (sock_diag) only see the sockets of the
-// namespace they are asked in.
+// and IPC namespaces: socket diagnostics (sock_diag) only see the sockets
+// of the namespace they are asked in, and System V IPC ids are looked up
+// in the caller's IPC namespace.
 func (h *Handle) collectIn(ctx context.Context, pid int, pw image.PageWriter) (*image.Tree, error) {
 	if !h.opts.PIDNamespace {
 		return h.collect(ctx, pid, pw)
 	}
 	var tree *image.Tree
-	err := nsenter.RunPID(pid, "net", unix.CLONE_NEWNET, func() error {
+	err := nsenter.RunPIDMany(pid, map[string]int{"net": unix.CLONE_NEWNET, "ipc": unix.CLONE_NEWIPC}, func() error {
 		var err error
 		tree, err = h.collect(ctx, pid, pw)
 		return err

@@ -13,15 +13,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// NS is a namespace to join: a /proc/PID/ns/* file (or one from New) and
+// its type (unix.CLONE_NEWNET, ...).
+type NS struct {
+	File *os.File
+	Type int
+}
+
 // Run runs fn on a thread that joined namespace ns (a /proc/PID/ns/* file,
-// or one from NewNet) of type nstype (unix.CLONE_NEWNET, ...).
+// or one from New) of type nstype (unix.CLONE_NEWNET, ...).
 func Run(ns *os.File, nstype int, fn func() error) error {
+	return RunMany([]NS{{ns, nstype}}, fn)
+}
+
+// RunMany runs fn on a thread that joined every namespace of nss.
+func RunMany(nss []NS, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := unix.Setns(int(ns.Fd()), nstype); err != nil {
-			done <- fmt.Errorf("joining namespace %s: %w", ns.Name(), err)
-			return
+		for _, ns := range nss {
+			if err := unix.Setns(int(ns.File.Fd()), ns.Type); err != nil {
+				done <- fmt.Errorf("joining namespace %s: %w", ns.File.Name(), err)
+				return
+			}
 		}
 		done <- fn()
 	}()
@@ -30,17 +44,31 @@ func Run(ns *os.File, nstype int, fn func() error) error {
 
 // RunPID is Run in namespace name ("net", "uts", ...) of process pid.
 func RunPID(pid int, name string, nstype int, fn func() error) error {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
-	if err != nil {
-		return fmt.Errorf("opening the %s namespace of process %d: %w", name, pid, err)
+	return RunPIDMany(pid, map[string]int{name: nstype}, fn)
+}
+
+// RunPIDMany is RunMany in the namespaces of process pid named by the
+// keys of types ("net", "ipc", ...), of the types of their values.
+func RunPIDMany(pid int, types map[string]int, fn func() error) error {
+	var nss []NS
+	for name, t := range types {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
+		if err != nil {
+			return fmt.Errorf("opening the %s namespace of process %d: %w", name, pid, err)
+		}
+		defer f.Close()
+		nss = append(nss, NS{f, t})
 	}
-	defer f.Close()
-	return Run(f, nstype, fn)
+	return RunMany(nss, fn)
 }
 
 // NewNet creates a network namespace (only a loopback, down) and returns a
 // file that keeps it alive until closed.
-func NewNet() (*os.File, error) {
+func NewNet() (*os.File, error) { return New(unix.CLONE_NEWNET, "net") }
+
+// New creates a namespace of type nstype (named name in /proc/PID/ns:
+// "net", "ipc", ...) and returns a file that keeps it alive until closed.
+func New(nstype int, name string) (*os.File, error) {
 	type res struct {
 		f   *os.File
 		err error
@@ -48,11 +76,11 @@ func NewNet() (*os.File, error) {
 	done := make(chan res, 1)
 	go func() {
 		runtime.LockOSThread() // the thread is in the new namespace: never reused
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			done <- res{nil, fmt.Errorf("creating a network namespace: %w", err)}
+		if err := unix.Unshare(nstype); err != nil {
+			done <- res{nil, fmt.Errorf("creating a %s namespace: %w", name, err)}
 			return
 		}
-		f, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		f, err := os.Open(fmt.Sprintf("/proc/thread-self/ns/%s", name))
 		done <- res{f, err}
 	}()
 	r := <-done

@@ -18,11 +18,12 @@ var FreezeTimeout = 10 * time.Second
 // task is in a ptrace stop the cgroup is thawed (the stops hold them), as
 // injected system calls could not run in frozen tasks.
 type containerDump struct {
-	cg     *container.Cgroup
-	root   int
-	veth   *image.NetIf
-	frozen bool
-	snap   *image.Container
+	cg       *container.Cgroup
+	root     int
+	veth     *image.NetIf
+	frozen   bool
+	snap     *image.Container
+	warnings []string
 }
 
 func (c *containerDump) freeze() error {
@@ -59,6 +60,16 @@ func (c *containerDump) seized(pids []int) error {
 	}
 	if c.snap, err = container.Snapshot(c.root, c.veth); err != nil {
 		return err
+	}
+	// Mounts made inside are not saved; say so in the image rather than
+	// refuse: one the host unmounted after the container started looks
+	// the same from here.
+	extra, err := container.ExtraMounts(c.root)
+	if err != nil {
+		return err
+	}
+	for _, m := range extra {
+		c.warnings = append(c.warnings, fmt.Sprintf("container: mount %s exists inside the container but not outside; its contents are not saved and a restore does not mount it", m))
 	}
 	return c.thaw()
 }

@@ -149,6 +149,7 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 	if ctr != nil {
 		h.Tree.Container = ctr.snap
 		h.Tree.Container.Name = name
+		h.Tree.Warnings = append(h.Tree.Warnings, ctr.warnings...)
 	}
 	if opts.LeaveRunning {
 		// Every page is read: the tree runs on during the commit.

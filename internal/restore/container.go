@@ -26,10 +26,11 @@ import (
 // working with the PIDs it sees (rproc.pid); only what runs inside a
 // process (setpgid, rt_sigqueueinfo, set_tid) uses the saved ones.
 
-const containerNS = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWTIME
+const containerNS = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWTIME
 
 // openFilesIn opens the image's files and sockets; for a container, after
-// creating its network namespace, and from inside it.
+// creating its network and IPC namespaces, and from inside them (sockets
+// and System V objects belong to the namespace of their creator).
 func (r *restorer) openFilesIn() error {
 	if r.tree.Container == nil {
 		return r.openFiles()
@@ -40,10 +41,38 @@ func (r *restorer) openFilesIn() error {
 	}
 	r.netns = ns
 	r.extra = append(r.extra, ns) // closed with the other files
+	if r.ipcns, err = nsenter.New(unix.CLONE_NEWIPC, "ipc"); err != nil {
+		return err
+	}
+	r.extra = append(r.extra, r.ipcns)
 	if err := container.SetupNet(ns, r.tree.Container.Net); err != nil {
 		return err
 	}
-	return nsenter.Run(ns, unix.CLONE_NEWNET, r.openFiles)
+	return r.inContainerNS(r.openFiles)
+}
+
+// inContainerNS runs fn in the container's network and IPC namespaces
+// (directly for a tree that is no container).
+func (r *restorer) inContainerNS(fn func() error) error {
+	if r.netns == nil {
+		return fn()
+	}
+	return nsenter.RunMany([]nsenter.NS{{File: r.netns, Type: unix.CLONE_NEWNET}, {File: r.ipcns, Type: unix.CLONE_NEWIPC}}, fn)
+}
+
+// joinNS makes the helper join namespace f of type nstype: pidfd_getfd of
+// the restorer's file, setns, close.
+func (r *restorer) joinNS(in *ptrace.Injector, f *os.File, nstype int, what string) error {
+	fd, err := in.Syscall(unix.SYS_PIDFD_GETFD, uint64(r.pidfd), uint64(f.Fd()), 0)
+	if err != nil {
+		return fmt.Errorf("helper: taking the container's %s namespace: %w", what, err)
+	}
+	_, err = in.Syscall(unix.SYS_SETNS, fd, uint64(nstype))
+	_, _ = in.Syscall(unix.SYS_CLOSE, fd)
+	if err != nil {
+		return fmt.Errorf("helper: joining the container's %s namespace: %w", what, err)
+	}
+	return nil
 }
 
 // enterNamespaces prepares the helper; it runs on the tracer thread.
@@ -52,14 +81,11 @@ func (r *restorer) enterNamespaces(in *ptrace.Injector) error {
 	if _, err := in.Syscall(unix.SYS_UNSHARE, containerNS); err != nil {
 		return fmt.Errorf("helper: creating the container's namespaces: %w", err)
 	}
-	fd, err := in.Syscall(unix.SYS_PIDFD_GETFD, uint64(r.pidfd), uint64(r.netns.Fd()), 0)
-	if err != nil {
-		return fmt.Errorf("helper: taking the container's network namespace: %w", err)
+	if err := r.joinNS(in, r.netns, unix.CLONE_NEWNET, "network"); err != nil {
+		return err
 	}
-	_, err = in.Syscall(unix.SYS_SETNS, fd, unix.CLONE_NEWNET)
-	_, _ = in.Syscall(unix.SYS_CLOSE, fd)
-	if err != nil {
-		return fmt.Errorf("helper: joining the container's network namespace: %w", err)
+	if err := r.joinNS(in, r.ipcns, unix.CLONE_NEWIPC, "IPC"); err != nil {
+		return err
 	}
 	mem, err := ptrace.OpenMem(in.TID)
 	if err != nil {
@@ -125,4 +151,10 @@ func checkInnerID(host, id int) error {
 		}
 	}
 	return fmt.Errorf("task %d: no NSpid in status", host)
+}
+
+// finishShmIn is finishShm in the container's IPC namespace, where its
+// System V segments are.
+func (r *restorer) finishShmIn(failed bool) {
+	_ = r.inContainerNS(func() error { r.finishShm(failed); return nil })
 }

@@ -131,7 +131,7 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	r := &restorer{tree: tree, pr: pr, opts: opts, res: &Result{Root: tree.Root, child: !opts.Detach}, epollDone: map[int]bool{}}
 	defer r.closeFiles()
 	if err := r.openFilesIn(); err != nil {
-		r.finishShm(true)
+		r.finishShmIn(true)
 		r.dropTTYs()
 		return nil, err
 	}
@@ -151,11 +151,11 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	defer tr.Close()
 	if err := tr.Do(func() error { return r.run(ctx) }); err != nil {
 		_ = tr.Do(func() error { r.abort(); return nil })
-		r.finishShm(true)
+		r.finishShmIn(true)
 		r.dropTTYs()
 		return nil, err
 	}
-	r.finishShm(false)
+	r.finishShmIn(false)
 	return r.res, nil
 }
 

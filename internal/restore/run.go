@@ -38,6 +38,7 @@ type restorer struct {
 	ctty       map[int]bool        // session leaders whose controlling terminal is restored
 
 	netns   *os.File // a container's new network namespace (container.go)
+	ipcns   *os.File // ... and IPC namespace
 	helper  int
 	scratch uint64
 	pidfd   int // number of the tracees' pidfd for the restorer
