@@ -472,6 +472,13 @@ func TestContainerThreads(t *testing.T) {
 	containerFixture(t, "threads", 6)
 }
 
+// TestContainerSysVIPC does the same with System V semaphores (one taken
+// with SEM_UNDO) and a message queue, and a child blocked in semop and
+// msgrcv (testdata/cprog/sysvipc.c), in the container's IPC namespace.
+func TestContainerSysVIPC(t *testing.T) {
+	containerFixture(t, "sysvipc", 1, "0x4b5a5a5a")
+}
+
 // TestContainerShm does the same with memory shared between a parent and
 // its child (testdata/cprog/shm.c): MAP_SHARED anonymous memory, a memfd,
 // POSIX shm and two System V segments, which live in the container's IPC
@@ -484,7 +491,7 @@ func TestContainerShm(t *testing.T) {
 // containerFixture runs a READY/SIGUSR2/PASS fixture as a container's
 // PID 1, stops the container, resumes it, checks the root is PID 1 inside
 // with tasks threads, and lets the fixture check itself.
-func containerFixture(t *testing.T, fixture string, tasks int) {
+func containerFixture(t *testing.T, fixture string, tasks int, args ...string) {
 	requireRoot(t)
 	name := fmt.Sprintf("%s-%d", fixture, os.Getpid())
 	requireCgroup2(t, name)
@@ -497,7 +504,7 @@ func containerFixture(t *testing.T, fixture string, tasks int) {
 	}
 	defer o.Close()
 	run := func() *exec.Cmd {
-		cmd := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--", prog)
+		cmd := exec.Command(ckptBin, append([]string{"--repo", repoDir, "run", "--isolate", "--name", name, "--", prog}, args...)...)
 		cmd.Stdout, cmd.Stderr = o, os.Stderr
 		return cmd
 	}
@@ -527,7 +534,8 @@ func containerFixture(t *testing.T, fixture string, tasks int) {
 	}
 	syscall.Kill(j.PID, syscall.SIGUSR2)
 	if err := sup.Wait(); err != nil {
-		t.Fatalf("resumed container: %v", err)
+		got, _ := os.ReadFile(out)
+		t.Fatalf("resumed container: %v; program output:\n%s", err, got)
 	}
 	got, _ := os.ReadFile(out)
 	if strings.Count(string(got), "PASS") != 1 || strings.Contains(string(got), "FAIL") {

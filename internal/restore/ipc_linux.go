@@ -21,10 +21,8 @@ func (r *restorer) restoreIPC() error {
 	if len(r.tree.Sem)+len(r.tree.Msg) == 0 {
 		return nil
 	}
-	if r.tree.Container != nil {
-		r.warn("%d System V semaphore sets and %d message queues are not restored into the container's IPC namespace", len(r.tree.Sem), len(r.tree.Msg))
-		return nil
-	}
+	// A container's objects are recreated in its new IPC namespace: this
+	// runs on a thread that joined it (container.go, openFilesIn).
 	for _, s := range r.tree.Sem {
 		if err := r.restoreSem(s); err != nil {
 			return fmt.Errorf("semaphore set %d key %#x: %w", s.ID, uint32(s.Key), err)
