@@ -13,13 +13,14 @@ import (
 )
 
 // A container image (Tree.Container set) is restored into new namespaces.
-// The restorer first creates the network namespace and its interfaces
-// (loopback, veth pairs with their addresses), and creates the tree's
-// sockets from a thread inside it, so they belong there and can bind the
-// container's addresses. The helper then unshares mount, UTS, IPC and time
-// namespaces, which get the saved hostname and clock offsets before any
-// process enters them, joins the network namespace (pidfd_getfd of the
-// restorer's handle on it, setns), and is moved into Options.Cgroup; the
+// The restorer first creates the network and IPC namespaces and the
+// interfaces (loopback, veth pairs with their addresses), and opens the
+// tree's files, sockets and System V objects from a thread inside both, so
+// they belong there and can bind the container's addresses. The helper
+// then unshares mount, UTS and time namespaces, which get the saved
+// hostname and clock offsets before any process enters them, joins the
+// network and IPC namespaces (pidfd_getfd of the restorer's handles on
+// them, setns), and is moved into Options.Cgroup; the
 // root is cloned into a new PID namespace with set_tid {1}, and every other
 // process is cloned by its parent inside that namespace with its saved PID
 // there, whatever the host runs under the same numbers. The restorer keeps
@@ -54,8 +55,8 @@ func (r *restorer) openFilesIn() error {
 // inContainerNS runs fn in the container's network and IPC namespaces
 // (directly for a tree that is no container).
 func (r *restorer) inContainerNS(fn func() error) error {
-	if r.netns == nil {
-		return fn()
+	if r.netns == nil || r.ipcns == nil {
+		return fn() // no container, or failed before anything was made inside
 	}
 	return nsenter.RunMany([]nsenter.NS{{File: r.netns, Type: unix.CLONE_NEWNET}, {File: r.ipcns, Type: unix.CLONE_NEWIPC}}, fn)
 }
