@@ -81,7 +81,7 @@ func (h *Handle) dumpSocket(pid, num int, ino uint64, fd *image.FD, tree *image.
 		if s.RcvBuf, err = unix.GetsockoptInt(sfd, unix.SOL_SOCKET, unix.SO_RCVBUF); err != nil {
 			return "", err
 		}
-		q, why, err := peekQueue(sfd, d.Type)
+		q, inflight, why, err := peekQueue(sfd, d.Type)
 		if err != nil {
 			return "", fmt.Errorf("reading the queue of socket:[%d]: %w", ino, err)
 		}
@@ -89,27 +89,61 @@ func (h *Handle) dumpSocket(pid, num int, ino uint64, fd *image.FD, tree *image.
 			return what + " " + why, nil
 		}
 		s.Queue = q
+		for i, m := range inflight {
+			fds, why := inFlight(m.fds) // closes m.fds
+			if why != "" {
+				for _, r := range inflight[i+1:] {
+					closeAll(r.fds)
+				}
+				return what + " " + why, nil
+			}
+			s.Rights = append(s.Rights, image.InFlight{Msg: m.msg, FDs: fds})
+		}
 	}
 	tree.Sockets = append(tree.Sockets, s)
 	fd.Kind, fd.Socket = image.FDUnix, ino
 	return "", nil
 }
 
+// rights are the descriptors (copies in this process) that came with
+// message msg of a peeked queue.
+type rights struct {
+	msg int
+	fds []int
+}
+
+func closeAll(fds []int) {
+	for i, f := range fds {
+		if f >= 0 {
+			unix.Close(f)
+			fds[i] = -1
+		}
+	}
+}
+
 // peekQueue reads what is queued in a socket without consuming it: MSG_PEEK
 // with SO_PEEK_OFF moving through the queue, put back afterwards. Datagrams
-// and records come back one per element. A descriptor in flight
-// (SCM_RIGHTS) is refused.
-func peekQueue(fd, typ int) ([][]byte, string, error) {
+// and records come back one per element, with the descriptors in flight
+// (SCM_RIGHTS) of each (the caller closes them). On a stream socket a
+// descriptor in flight is refused (it belongs to a byte position).
+func peekQueue(fd, typ int) (out [][]byte, fl []rights, why string, err error) {
+	defer func() {
+		if why != "" || err != nil {
+			for _, r := range fl {
+				closeAll(r.fds)
+			}
+			fl = nil
+		}
+	}()
 	old, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old) //nolint:errcheck
 	var (
-		out    [][]byte
 		stream []byte
 		cur    []byte
 		want   = -1
@@ -122,30 +156,39 @@ func peekQueue(fd, typ int) ([][]byte, string, error) {
 	}
 	for i := 0; ; i++ {
 		if i > 1<<20 {
-			return nil, "", errors.New("queue does not end")
+			return nil, nil, "", errors.New("queue does not end")
 		}
 		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, flags)
 		if err == unix.EAGAIN {
 			break
 		}
 		if err != nil {
-			return nil, "", err
+			return nil, nil, "", err
 		}
 		if oobn > 0 {
 			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 			if err != nil {
-				return nil, "", err
+				return nil, nil, "", err
 			}
 			for _, m := range msgs {
-				if fds, err := unix.ParseUnixRights(&m); err == nil {
+				fds, err := unix.ParseUnixRights(&m)
+				if err != nil {
+					continue
+				}
+				if typ == unix.SOCK_STREAM {
 					// Name what is in flight (the peek gave us copies).
 					var names []string
 					for _, f := range fds {
 						l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f))
 						names = append(names, l)
-						unix.Close(f)
 					}
-					return nil, fmt.Sprintf("with file descriptors in flight (SCM_RIGHTS: %s)", strings.Join(names, ", ")), nil
+					closeAll(fds)
+					return nil, nil, fmt.Sprintf("with file descriptors in flight on a stream (SCM_RIGHTS: %s)", strings.Join(names, ", ")), nil
+				}
+				if want < 0 { // the first piece of a message carries them
+					fl = append(fl, rights{msg: len(out), fds: fds})
+				} else {
+					closeAll(fds)
 				}
 			}
 		}
@@ -170,7 +213,7 @@ func peekQueue(fd, typ int) ([][]byte, string, error) {
 	if len(stream) > 0 {
 		out = [][]byte{stream}
 	}
-	return out, "", nil
+	return out, fl, "", nil
 }
 
 // socketFamily names the address family of fd num of pid.

@@ -92,6 +92,8 @@ type UnixSocket struct {
 	// Queue is the data waiting in this socket's receive queue: one
 	// element per datagram or record, stream data as one element.
 	Queue [][]byte `json:"queue,omitempty"`
+	// Rights are descriptors in flight with messages of Queue.
+	Rights []InFlight `json:"rights,omitempty"`
 }
 
 // Socket returns the unix socket with id, or nil.

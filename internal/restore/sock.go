@@ -193,8 +193,14 @@ func (r *restorer) openSockets() error {
 		if err := unix.SetsockoptInt(from, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, max(cur, 2*total+(64<<10))); err != nil {
 			return fmt.Errorf("socket:[%d]: raising the send buffer for the refill: %w", s.ID, err)
 		}
-		for _, m := range s.Queue {
-			if _, err := unix.SendmsgN(from, m, nil, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL); err != nil {
+		for i, m := range s.Queue {
+			oob, sent, err := r.inFlight(s, i)
+			if err != nil {
+				return fmt.Errorf("socket:[%d]: descriptors in flight with message %d: %w", s.ID, i+1, err)
+			}
+			_, err = unix.SendmsgN(from, m, oob, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			sent()
+			if err != nil {
 				return fmt.Errorf("socket:[%d]: refilling %d queued bytes: %w", s.ID, len(m), err)
 			}
 		}

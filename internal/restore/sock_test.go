@@ -78,3 +78,22 @@ func TestUnixSocketRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestSCMRights restores descriptors in flight (SCM_RIGHTS) on seqpacket
+// and datagram sockets: a file whose only other descriptor was closed
+// (its offset kept), /dev/null and a directory (testdata/cprog/scm.c).
+func TestSCMRights(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "scm", false)
+	rs, ready := cycle(t, bin, t.TempDir())
+	n := 0
+	for _, s := range rs.tree.Sockets {
+		for _, in := range s.Rights {
+			n += len(in.FDs)
+		}
+	}
+	if n != 3 {
+		t.Errorf("image has %d descriptors in flight, want 3", n)
+	}
+	rs.expectPass(t, ready)
+}
