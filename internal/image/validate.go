@@ -51,6 +51,16 @@ func (t *Tree) Validate() error {
 		if s.Peer != 0 && !socks[s.Peer] {
 			return invalid("socket %d: peer %d is not in the image", s.ID, s.Peer)
 		}
+		for _, in := range s.Rights {
+			if in.Msg < 0 || in.Msg >= len(s.Queue) || s.Type == 1 /* SOCK_STREAM */ {
+				return invalid("socket %d: descriptors in flight with message %d of %d", s.ID, in.Msg, len(s.Queue))
+			}
+			for _, fd := range in.FDs {
+				if fd == nil || fd.Kind != FDFile && fd.Kind != FDDevice || fd.Path == "" {
+					return invalid("socket %d: a descriptor in flight that is not a file or device", s.ID)
+				}
+			}
+		}
 	}
 	inet := map[uint64]bool{}
 	for _, s := range t.Inet {
