@@ -217,15 +217,16 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 	req, _ := http.NewRequestWithContext(pctx, http.MethodGet, base, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := client.Do(req)
-	cancel()
 	if err != nil {
+		cancel()
 		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
 			err = fmt.Errorf("%w (this agent does not use TLS: unset %s)", err, backend.AgentCAEnv)
 		}
 		return fmt.Errorf("destination %s unreachable: %w (nothing was done; the process runs on)", o.to, err)
 	}
 	var info struct{ Node string }
-	err = agentAnswer(resp, &info)
+	err = agentAnswer(resp, &info) // the body is read under pctx too
+	cancel()
 	if err != nil {
 		return fmt.Errorf("destination %s refused: %w (nothing was done; the process runs on)", o.to, err)
 	}
