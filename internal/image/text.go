@@ -107,6 +107,7 @@ func WriteText(w io.Writer, t *Tree) error {
 			if th.Rseq.Pointer != 0 {
 				fmt.Fprintf(&b, " rseq %#x", th.Rseq.Pointer)
 			}
+			b.WriteString(threadIdentStr(th))
 			b.WriteString("\n")
 		}
 		var total, saved uint64
@@ -156,6 +157,7 @@ func WriteText(w io.Writer, t *Tree) error {
 			}
 			b.WriteString("\n")
 		}
+		processIdentText(&b, p)
 	}
 	if len(t.Pipes) > 0 {
 		b.WriteString("\npipes:\n")
@@ -185,6 +187,7 @@ func WriteText(w io.Writer, t *Tree) error {
 			b.WriteString("  " + inetStr(s) + "\n")
 		}
 	}
+	sysvText(&b, t)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
