@@ -529,6 +529,12 @@ func containerFixture(t *testing.T, fixture string, tasks int, args ...string) {
 	if err != nil || !strings.Contains(string(b), "NSpid:\t"+strconv.Itoa(j.PID)+"\t1\n") {
 		t.Fatalf("restored root: %v\n%s", err, b)
 	}
+	// Restored into the container's cgroup, so the next checkpoint can
+	// freeze it.
+	cg, _ := container.CgroupFor(name)
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", j.PID)); err != nil || !strings.Contains(string(b), "0::"+strings.TrimPrefix(cg.Dir, filepath.Dir(filepath.Dir(cg.Dir)))+"\n") {
+		t.Fatalf("restored root is not in %s: %v\n%s", cg.Dir, err, b)
+	}
 	if ts, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", j.PID)); len(ts) != tasks {
 		t.Fatalf("restored program has %d threads, want %d", len(ts), tasks)
 	}

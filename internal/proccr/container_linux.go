@@ -2,6 +2,8 @@ package proccr
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/ckpt/ckpt/internal/container"
@@ -53,6 +55,16 @@ func (c *containerDump) seized(pids []int) error {
 	if err != nil {
 		return err
 	}
+	// Frozen means nothing unless the tree is in the group.
+	inGroup := map[int]bool{}
+	for _, p := range procs {
+		inGroup[p] = true
+	}
+	for _, p := range pids {
+		if !inGroup[p] && !gone(p) {
+			return fmt.Errorf("process %d of the container is not in its cgroup %s (it was not frozen): %w", p, c.cg.Dir, dump.ErrUnsupported)
+		}
+	}
 	for _, p := range procs {
 		if !in[p] {
 			return fmt.Errorf("process %d is in the container's cgroup %s but does not descend from its PID 1 (%d): %w", p, c.cg.Dir, c.root, dump.ErrUnsupported)
@@ -72,4 +84,14 @@ func (c *containerDump) seized(pids []int) error {
 		c.warnings = append(c.warnings, fmt.Sprintf("container: mount %s exists inside the container but not outside; its contents are not saved and a restore does not mount it", m))
 	}
 	return c.thaw()
+}
+
+// gone reports whether pid has exited (a zombie is in no cgroup).
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }

@@ -107,17 +107,31 @@ func (r *restorer) enterNamespaces(in *ptrace.Injector) error {
 		return err
 	}
 	if r.opts.Cgroup != "" {
-		cg := &container.Cgroup{Dir: r.opts.Cgroup}
-		if err := cg.Add(in.TID); err != nil {
+		// The root is cloned straight into the group (CLONE_INTO_CGROUP):
+		// moving the helper there through cgroup.procs costs 6-13 ms here
+		// (the cgroup migration waits for an RCU grace period).
+		f, err := (&container.Cgroup{Dir: r.opts.Cgroup}).Open()
+		if err != nil {
 			return err
 		}
+		r.extra = append(r.extra, f)
+		fd, err := in.Syscall(unix.SYS_PIDFD_GETFD, uint64(r.pidfd), uint64(f.Fd()), 0)
+		if err != nil {
+			return fmt.Errorf("helper: taking the container's cgroup %s: %w", r.opts.Cgroup, err)
+		}
+		r.cgfd, r.intoCgroup = int(fd), true
 	}
 	return nil
 }
 
 // mountProc mounts, from the container's new PID 1, a /proc that shows the
-// container's PIDs.
+// container's PIDs, and closes PID 1's copy of the helper's cgroup fd.
 func (r *restorer) mountProc(in *ptrace.Injector) error {
+	if r.intoCgroup {
+		if _, err := in.Syscall(unix.SYS_CLOSE, uint64(r.cgfd)); err != nil {
+			return fmt.Errorf("container: closing the cgroup fd: %w", err)
+		}
+	}
 	mem, err := ptrace.OpenMem(in.TID)
 	if err != nil {
 		return err

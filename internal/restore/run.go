@@ -37,13 +37,15 @@ type restorer struct {
 	ipcCreated []ipcObject         // System V semaphore sets and message queues this restore created
 	ctty       map[int]bool        // session leaders whose controlling terminal is restored
 
-	netns   *os.File // a container's new network namespace (container.go)
-	ipcns   *os.File // ... and IPC namespace
-	helper  int
-	scratch uint64
-	pidfd   int // number of the tracees' pidfd for the restorer
-	procs   []*rproc
-	byPID   map[int]*rproc
+	netns      *os.File // a container's new network namespace (container.go)
+	ipcns      *os.File // ... and IPC namespace
+	cgfd       int      // the helper's fd of Options.Cgroup, for the root's clone3
+	intoCgroup bool     // ... when there is one
+	helper     int
+	scratch    uint64
+	pidfd      int // number of the tracees' pidfd for the restorer
+	procs      []*rproc
+	byPID      map[int]*rproc
 
 	pre       *Prestage   // prestage.go
 	preHelper *bareHelper // its helper, taken over
@@ -425,6 +427,10 @@ func (r *restorer) create(parent *ptrace.Injector, p *image.Process, isRoot bool
 	if isRoot && r.tree.Container != nil {
 		// PID 1 of a new PID namespace; set_tid[0] is its id there.
 		args.Flags |= unix.CLONE_NEWPID
+		if r.intoCgroup {
+			args.Flags |= unix.CLONE_INTO_CGROUP
+			args.Cgroup = uint64(r.cgfd)
+		}
 	}
 	if isRoot && r.pre != nil {
 		// The root takes over the helper's memory, staged pages included,
