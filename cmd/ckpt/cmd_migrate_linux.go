@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,7 @@ type migrateOptions struct {
 	noPreCopy            bool
 	timeout, stall       time.Duration
 	asJSON               bool
+	beforeKill           string
 }
 
 // migrateJSON is ckpt migrate's --json result.
@@ -118,6 +120,7 @@ file system), as for 'ckpt restore'.`,
 	f.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long to wait, frozen, for the destination's restore")
 	f.DurationVar(&o.stall, "stall-timeout", 30*time.Second, "give up when the destination takes no data for this long")
 	f.BoolVar(&o.asJSON, "json", false, "print the result as one JSON document")
+	f.StringVar(&o.beforeKill, "before-kill", "", "shell command run once the destination restored the tree and before the frozen source is killed (move a service address or route there)")
 	return c
 }
 
@@ -318,6 +321,14 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 		}
 		return fmt.Errorf("migration to %s failed: %w; the process runs on here", o.to, an.err)
 	}
+	if o.beforeKill != "" {
+		// The process runs there; here it is frozen, its TCP sockets in
+		// repair mode (they neither answer nor reset): the moment to move
+		// addresses and routes, before the kill closes them.
+		if err := runHook(ctx, g, o.beforeKill, pid, an.a); err != nil {
+			g.warnf("--before-kill: %v (the process runs on %s; killing it here anyway)", err, an.a.Node)
+		}
+	}
 	if err := sent.Commit(); err != nil {
 		return fmt.Errorf("restored on %s (PID %d), but killing the process here: %w", an.a.Node, an.a.Root, err)
 	}
@@ -342,6 +353,18 @@ func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions
 		g.warnf("no pre-copy: %s", st.PreCopyNote)
 	}
 	return nil
+}
+
+// runHook runs cmd with /bin/sh, its output on stderr, with the migration
+// in its environment; it is given 30 s.
+func runHook(ctx context.Context, g *globalOptions, cmd string, pid int, a migrateAnswer) error {
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := exec.CommandContext(hctx, "/bin/sh", "-c", cmd)
+	c.Env = append(os.Environ(), "CKPT_MIGRATE_PID="+strconv.Itoa(pid), "CKPT_MIGRATE_NODE="+a.Node,
+		"CKPT_MIGRATE_ROOT="+strconv.Itoa(a.Root))
+	c.Stdout, c.Stderr = g.stderr, g.stderr
+	return c.Run()
 }
 
 // stallConn fails a write that makes no progress for stall.

@@ -683,12 +683,17 @@ while True:
 	}
 
 	agentB := e.agentBPID(t)
-	res := e.migrate(t, pid, migIPB+":"+migPort, "--json")
+	// The service address moves inside the freeze, once B runs the server
+	// and before A's frozen copy is killed: A gives it up, the host routes
+	// it to B (migrate runs in A's network namespace; the host's is this
+	// test's).
+	hook := fmt.Sprintf("ip addr del 10.78.0.100/32 dev lo && nsenter --net=/proc/%d/ns/net ip route replace 10.78.0.100/32 via 10.78.2.2 dev %s && echo moved $CKPT_MIGRATE_PID to $CKPT_MIGRATE_NODE", os.Getpid(), hB)
+	res := e.migrate(t, pid, migIPB+":"+migPort, "--before-kill", hook)
 	wantCode(t, res, 0, "migrate")
+	if !strings.Contains(res.stderr, fmt.Sprintf("moved %d to b", pid)) {
+		t.Errorf("the --before-kill hook did not run: %s", res.stderr)
+	}
 	server.Wait()
-	// The service address moves: A gives it up, the host routes it to B.
-	sh(t, "ip", "-n", e.nsA, "addr", "del", "10.78.0.100/32", "dev", "lo")
-	sh(t, "ip", "route", "replace", "10.78.0.100/32", "via", "10.78.2.2", "dev", hB)
 	if got := ask("after"); got != fmt.Sprintf("echo:after from %d", pid) {
 		t.Fatalf("after the migration: %q, want the same connection answered by PID %d", got, pid)
 	}
