@@ -77,7 +77,10 @@ func dumpKillRestore(t *testing.T, name string, mk func(out string) *exec.Cmd, r
 	r := runCkpt(t, repoDir, "dump", "--name", name, fmt.Sprint(pid))
 	if r.code != 0 {
 		cmd.Process.Kill()
-		cmd.Wait()
+		ws, _ := cmd.Process.Wait()
+		if ws != nil && ws.Exited() && ws.Success() {
+			t.Fatalf("%s finished before the dump began (the machine is that slow?): make it run longer; dump said: %s", name, r.stderr)
+		}
 		t.Fatalf("dump: exit %d: %s", r.code, r.stderr)
 	}
 	id := strings.TrimSpace(r.stdout)
@@ -106,7 +109,7 @@ func TestPython3(t *testing.T) {
 	os.WriteFile(script, []byte(`import sys, time, hashlib
 out = open(sys.argv[1], "w")
 h = hashlib.sha256()
-for i in range(150):
+for i in range(400):
     h.update(str(i).encode())
     out.write(f"{i} {h.hexdigest()}\n"); out.flush()
     time.sleep(0.01)
@@ -124,7 +127,7 @@ func TestPerl(t *testing.T) {
 	requireTool(t, "/usr/bin/perl")
 	want, got := dumpKillRestore(t, "perl", func(out string) *exec.Cmd {
 		return exec.Command("/usr/bin/perl", "-e", `open(my $o, ">", $ARGV[0]) or die; $o->autoflush(1);
-my $x = 7; for my $i (0..199) { $x = ($x * 1103515245 + 12345) % 2147483648; print $o "$i $x\n"; select(undef,undef,undef,0.01); }`, out)
+my $x = 7; for my $i (0..499) { $x = ($x * 1103515245 + 12345) % 2147483648; print $o "$i $x\n"; select(undef,undef,undef,0.01); }`, out)
 	}, func(out string) bool { return fileSize(out) > 400 })
 	if string(got) != string(want) {
 		t.Fatalf("perl output differs:\n%s\nwant:\n%s", got, want)
