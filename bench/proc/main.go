@@ -30,7 +30,10 @@ import (
 func main() {
 	ckptBin := flag.String("ckpt", "ckpt", "ckpt binary")
 	criu := flag.String("criu", "", "CRIU binary to compare with (optional)")
-	sizes := flag.String("sizes", "64,1024", "memory sizes in MiB")
+	sizes := flag.String("sizes", "64,1024", "memory sizes in MiB (one process each)")
+	shapes := flag.String("shapes", "", "process trees as NPROCxMIB (MiB per process), e.g. 1x200,50x4; replaces --sizes")
+	redis := flag.Int("redis", 0, "also dump and restore redis-server holding this many MiB of values (0: no)")
+	redisBin := flag.String("redis-server", "/usr/bin/redis-server", "redis-server binary for --redis")
 	dirs := flag.String("dirs", "/dev/shm,/var/tmp", "directories for the repository")
 	reps := flag.Int("reps", 3, "repetitions (median reported)")
 	flag.Parse()
@@ -48,36 +51,65 @@ func main() {
 	if err != nil {
 		fail("gcc: %v: %s", err, out)
 	}
-	host, _ := os.Hostname()
-	fmt.Printf("machine: %s, %d CPUs, kernel %s\n\n", host, runtime.NumCPU(), kernel())
-	var rows []string
-	for _, d := range strings.Split(*dirs, ",") {
+	var trees []shape
+	if *shapes != "" {
+		for _, s := range strings.Split(*shapes, ",") {
+			n, m, ok := strings.Cut(s, "x")
+			np, err1 := strconv.Atoi(n)
+			mib, err2 := strconv.Atoi(m)
+			if !ok || err1 != nil || err2 != nil || np < 1 || mib < 1 {
+				fail("--shapes: %q is not NPROCxMIB", s)
+			}
+			trees = append(trees, shape{np, mib})
+		}
+	} else {
 		for _, s := range strings.Split(*sizes, ",") {
 			mib, err := strconv.Atoi(s)
 			check(err)
-			var dd, dump, rest, cd, cr []time.Duration
-			var img, cimg int64
-			var rssD, rssR int64
-			for i := 0; i < *reps; i++ {
-				dd = append(dd, ddWrite(d, mib))
-				t1, t2, size, r1, r2 := runCkpt(*ckptBin, memfill, d, mib)
-				dump, rest, img = append(dump, t1), append(rest, t2), size
-				rssD, rssR = max(rssD, r1), max(rssR, r2)
-				line := fmt.Sprintf("rep %d: %d MiB %s: dd %s, ckpt dump %s restore %s", i+1, mib, d, secs(dd[i]), secs(t1), secs(t2))
+			trees = append(trees, shape{1, mib})
+		}
+	}
+	host, _ := os.Hostname()
+	fmt.Printf("machine: %s, %d CPUs, kernel %s, load average %s\n\n", host, runtime.NumCPU(), kernel(), loadavg())
+	var rows []string
+	for _, d := range strings.Split(*dirs, ",") {
+		// The shapes take turns within a repetition, so that the ratios
+		// between them (per-process overhead) come from the same minute.
+		res := make([]result, len(trees))
+		for i := 0; i < *reps; i++ {
+			for j, t := range trees {
+				r := &res[j]
+				r.dd = append(r.dd, ddWrite(d, t.total()))
+				t1, t2, size, r1, r2 := runCkpt(*ckptBin, memfill, d, t)
+				r.dump, r.rest, r.img = append(r.dump, t1), append(r.rest, t2), size
+				r.rssD, r.rssR = max(r.rssD, r1), max(r.rssR, r2)
+				line := fmt.Sprintf("rep %d: %s %s: dd %s, ckpt dump %s restore %s", i+1, t, d, secs(r.dd[i]), secs(t1), secs(t2))
 				if *criu != "" {
-					c1, c2, size := runCRIU(*criu, memfill, d, mib)
-					cd, cr, cimg = append(cd, c1), append(cr, c2), size
+					c1, c2, size := runCRIU(*criu, memfill, d, t)
+					r.cd, r.cr, r.cimg = append(r.cd, c1), append(r.cr, c2), size
 					line += fmt.Sprintf(", CRIU dump %s restore %s (ratio %.2f / %.2f)", secs(c1), secs(c2), t1.Seconds()/c1.Seconds(), t2.Seconds()/c2.Seconds())
 				}
-				fmt.Fprintln(os.Stderr, line)
+				fmt.Fprintf(os.Stderr, "%s [load %s]\n", line, loadavg())
 			}
-			row := fmt.Sprintf("| %d MiB | %s | %s | %s | %s | %d MiB | %d / %d MiB |",
-				mib, d, secs(median(dd)), spread(dump), spread(rest), img>>20, rssD>>20, rssR>>20)
-			if *criu != "" {
-				row += fmt.Sprintf(" %s | %s | %d MiB | **%.2f** | **%.2f** |", spread(cd), spread(cr), cimg>>20,
-					median(dump).Seconds()/median(cd).Seconds(), median(rest).Seconds()/median(cr).Seconds())
+		}
+		for j, t := range trees {
+			rows = append(rows, res[j].row(t.String(), d, *criu != ""))
+		}
+		if *redis > 0 {
+			var r result
+			for i := 0; i < *reps; i++ {
+				t1, t2, size, r1, r2 := runRedisCkpt(*ckptBin, *redisBin, d, *redis)
+				r.dump, r.rest, r.img = append(r.dump, t1), append(r.rest, t2), size
+				r.rssD, r.rssR = max(r.rssD, r1), max(r.rssR, r2)
+				line := fmt.Sprintf("rep %d: redis %d MiB %s: ckpt dump %s restore %s", i+1, *redis, d, secs(t1), secs(t2))
+				if *criu != "" {
+					c1, c2, size := runRedisCRIU(*criu, *redisBin, d, *redis)
+					r.cd, r.cr, r.cimg = append(r.cd, c1), append(r.cr, c2), size
+					line += fmt.Sprintf(", CRIU dump %s restore %s (ratio %.2f / %.2f)", secs(c1), secs(c2), t1.Seconds()/c1.Seconds(), t2.Seconds()/c2.Seconds())
+				}
+				fmt.Fprintf(os.Stderr, "%s [load %s]\n", line, loadavg())
 			}
-			rows = append(rows, row)
+			rows = append(rows, r.row(fmt.Sprintf("redis %d MiB", *redis), d, *criu != ""))
 		}
 	}
 	fmt.Println("Times are median (min–max) of", *reps, "runs; ckpt chunks are fsynced, CRIU's images are not.")
@@ -95,6 +127,48 @@ func main() {
 	for _, r := range rows {
 		fmt.Println(r)
 	}
+	fmt.Printf("\nload average at the end: %s\n", loadavg())
+}
+
+// shape is a tree of n processes that each fill mib MiB.
+type shape struct{ n, mib int }
+
+func (s shape) total() int { return s.n * s.mib }
+
+func (s shape) String() string {
+	if s.n == 1 {
+		return fmt.Sprintf("%d MiB", s.mib)
+	}
+	return fmt.Sprintf("%d × %d MiB", s.n, s.mib)
+}
+
+// result holds one row's repetitions.
+type result struct {
+	dd, dump, rest, cd, cr []time.Duration
+	img, cimg, rssD, rssR  int64
+}
+
+func (r *result) row(what, dir string, criu bool) string {
+	dd := "–"
+	if len(r.dd) > 0 {
+		dd = secs(median(r.dd))
+	}
+	row := fmt.Sprintf("| %s | %s | %s | %s | %s | %d MiB | %d / %d MiB |",
+		what, dir, dd, spread(r.dump), spread(r.rest), r.img>>20, r.rssD>>20, r.rssR>>20)
+	if criu {
+		row += fmt.Sprintf(" %s | %s | %d MiB | **%.2f** | **%.2f** |", spread(r.cd), spread(r.cr), r.cimg>>20,
+			median(r.dump).Seconds()/median(r.cd).Seconds(), median(r.rest).Seconds()/median(r.cr).Seconds())
+	}
+	return row
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // spread formats the median and the range of ds.
@@ -141,8 +215,8 @@ func ddWrite(dir string, mib int) time.Duration {
 }
 
 // startFill starts the memory filler and waits for READY.
-func startFill(memfill string, mib int) (*exec.Cmd, *bufio.Reader) {
-	cmd := exec.Command(memfill, strconv.Itoa(mib))
+func startFill(memfill string, t shape) (*exec.Cmd, *bufio.Reader) {
+	cmd := exec.Command(memfill, strconv.Itoa(t.mib), strconv.Itoa(t.n))
 	stdout, _ := cmd.StdoutPipe()
 	check(cmd.Start())
 	rd := bufio.NewReader(stdout)
@@ -181,7 +255,7 @@ func timedTo(so *os.File, name string, args ...string) (time.Duration, int64) {
 	return d, ru.Maxrss << 10
 }
 
-func runCkpt(bin, memfill, dir string, mib int) (time.Duration, time.Duration, int64, int64, int64) {
+func runCkpt(bin, memfill, dir string, t shape) (time.Duration, time.Duration, int64, int64, int64) {
 	repo := filepath.Join(dir, "ckpt-bench-repo")
 	os.RemoveAll(repo)
 	defer os.RemoveAll(repo)
@@ -191,9 +265,10 @@ func runCkpt(bin, memfill, dir string, mib int) (time.Duration, time.Duration, i
 	if out, err := exec.Command(bin, "--repo", repo, "init").CombinedOutput(); err != nil {
 		fail("ckpt init: %v: %s", err, out)
 	}
-	cmd, _ := startFill(memfill, mib)
+	cmd, _ := startFill(memfill, t)
 	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--name", "bench", strconv.Itoa(cmd.Process.Pid))
 	cmd.Wait()
+	reapAll()
 	size := duBytes(repo)
 	// The restored program's stdout (the dumped one's was a pipe to us) is
 	// restore's: a file read after it exits.
@@ -237,7 +312,7 @@ func finish(pid int, out, who string) {
 	}
 }
 
-func runCRIU(criu, memfill, dir string, mib int) (time.Duration, time.Duration, int64) {
+func runCRIU(criu, memfill, dir string, t shape) (time.Duration, time.Duration, int64) {
 	img := filepath.Join(dir, "criu-bench-img")
 	os.RemoveAll(img)
 	check(os.MkdirAll(img, 0o700))
@@ -250,7 +325,7 @@ func runCRIU(criu, memfill, dir string, mib int) (time.Duration, time.Duration, 
 	defer os.Remove(logf)
 	f, err := os.Create(logf)
 	check(err)
-	cmd := exec.Command(memfill, strconv.Itoa(mib))
+	cmd := exec.Command(memfill, strconv.Itoa(t.mib), strconv.Itoa(t.n))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdout, cmd.Stdin, cmd.Stderr = f, nil, f
 	check(cmd.Start())
@@ -266,6 +341,7 @@ func runCRIU(criu, memfill, dir string, mib int) (time.Duration, time.Duration, 
 	// dump kills the process after writing its images (no --leave-running).
 	td, _, _ := timed(criu, "dump", "-t", strconv.Itoa(pid), "-D", img, "-o", "dump.log")
 	cmd.Wait()
+	reapAll()
 	size := duBytes(img)
 	// -d: criu exits once the tree runs; we (a subreaper) inherit it.
 	tr, _, _ := timed(criu, "restore", "-D", img, "-d", "-o", "restore.log")
@@ -282,6 +358,20 @@ func duBytes(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// reapAll reaps the children of a killed tree: as a subreaper this
+// process inherits them, and their zombies hold the PIDs the restore needs.
+// It runs when no other child of ours is alive.
+func reapAll() {
+	for {
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(-1, &ws, 0, nil); err == unix.ECHILD {
+			return
+		} else if err != nil && err != unix.EINTR {
+			fail("wait4: %v", err)
+		}
+	}
 }
 
 func waitGone(pid int) {
