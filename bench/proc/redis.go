@@ -48,7 +48,33 @@ func startRedis(bin, dir string, mib int) (*exec.Cmd, int, redisState) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	populate(port, mib<<10)
-	return cmd, port, redisGet(port, mib<<10)
+	st := redisGet(port, mib<<10)
+	quiesce(cmd.Process.Pid)
+	return cmd, port, st
+}
+
+// quiesce waits until redis has closed the connections of the redis-cli
+// runs above: under load the last one can still be in CLOSE_WAIT when the
+// dump starts, and neither tool dumps a half-closed connection. Bound to
+// 127.0.0.1 only, an idle redis-server holds one socket (the listener).
+func quiesce(pid int) {
+	for i := 0; ; i++ {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		check(err)
+		n := 0
+		for _, e := range ents {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); strings.HasPrefix(l, "socket:") {
+				n++
+			}
+		}
+		if n == 1 {
+			return
+		}
+		if i == 1000 {
+			fail("redis-server %d still holds %d sockets after 10 s", pid, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // redisGet reads the state of a redis holding keys key:0 … key:n-1.
