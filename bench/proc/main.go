@@ -95,6 +95,7 @@ func main() {
 		for j, t := range trees {
 			rows = append(rows, res[j].row(t.String(), d, *criu != ""))
 		}
+		overheads(trees, res, d, *criu != "")
 		if *redis > 0 {
 			var r result
 			for i := 0; i < *reps; i++ {
@@ -160,6 +161,40 @@ func (r *result) row(what, dir string, criu bool) string {
 			median(r.dump).Seconds()/median(r.cd).Seconds(), median(r.rest).Seconds()/median(r.cr).Seconds())
 	}
 	return row
+}
+
+// overheads prints, for each pair of shapes with the same total memory and
+// different process counts, what each further process adds to dump and
+// restore: the difference of the two trees' times divided by the
+// difference of their process counts, per repetition (the shapes ran in
+// turn within one), as median (min–max).
+func overheads(trees []shape, res []result, dir string, criu bool) {
+	per := func(a, b []time.Duration, n int) string {
+		var ds []time.Duration
+		for i := range a {
+			ds = append(ds, (b[i]-a[i])/time.Duration(n))
+		}
+		lo, hi := ds[0], ds[0]
+		for _, d := range ds {
+			lo, hi = min(lo, d), max(hi, d)
+		}
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		return fmt.Sprintf("%.1f ms (%.1f–%.1f)", ms(median(ds)), ms(lo), ms(hi))
+	}
+	for i, a := range trees {
+		for j, b := range trees {
+			if a.total() != b.total() || a.n >= b.n {
+				continue
+			}
+			n := b.n - a.n
+			line := fmt.Sprintf("%s: each process added (%s → %s): ckpt dump %s, restore %s", dir, a, b,
+				per(res[i].dump, res[j].dump, n), per(res[i].rest, res[j].rest, n))
+			if criu {
+				line += fmt.Sprintf("; CRIU dump %s, restore %s", per(res[i].cd, res[j].cd, n), per(res[i].cr, res[j].cr, n))
+			}
+			fmt.Println(line)
+		}
+	}
 }
 
 func loadavg() string {
