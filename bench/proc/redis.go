@@ -173,6 +173,7 @@ func runRedisCkpt(bin, redis, dir string, mib int) (time.Duration, time.Duration
 	if out, err := exec.Command(bin, "--repo", repo, "init").CombinedOutput(); err != nil {
 		fail("ckpt init: %v: %s", err, out)
 	}
+	defer os.Remove(filepath.Join(dir, "redis-bench.log"))
 	cmd, port, want := startRedis(redis, dir, mib)
 	fmt.Fprintf(os.Stderr, "redis %d: %s keys, RSS %d MiB\n", cmd.Process.Pid, want.dbsize, rssMiB(cmd.Process.Pid))
 	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--name", "redis", strconv.Itoa(cmd.Process.Pid))
@@ -193,6 +194,7 @@ func runRedisCRIU(criu, redis, dir string, mib int) (time.Duration, time.Duratio
 	os.RemoveAll(img)
 	check(os.MkdirAll(img, 0o700))
 	defer os.RemoveAll(img)
+	defer os.Remove(filepath.Join(dir, "redis-bench.log"))
 	cmd, port, want := startRedis(redis, dir, mib)
 	pid := cmd.Process.Pid
 	td, _, _ := timed(criu, "dump", "-t", strconv.Itoa(pid), "-D", img, "-o", "dump.log")
