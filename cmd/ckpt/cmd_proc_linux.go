@@ -31,6 +31,7 @@ func procExitCode(err error) error {
 func newDumpCommand(g *globalOptions) *cobra.Command {
 	var o proccr.DumpOptions
 	var stream, noAck bool
+	var codec string
 	var ackTimeout, stallTimeout time.Duration
 	c := &cobra.Command{
 		Use:   "dump PID",
@@ -44,12 +45,19 @@ The checkpoint is named --name (default: the process's command name); a dump
 stores only the memory pages that changed since the newest checkpoint of that
 name. Restore it with 'ckpt restore ID' or 'ckpt restore NAME'.
 
-Supported: threads, child processes, pipes and FIFOs inside the tree, regular
-files, /dev/null, /dev/zero, /dev/urandom, terminals and pipes on stdio.
-Sockets, epoll, eventfd and shared memory are refused with a message naming
-the process, fd and kind.`,
+Supported (docs/PROCESS.md): threads, child processes, sessions; pipes,
+FIFOs, regular files and devices; Unix sockets, TCP (established connections
+too, with TCP_REPAIR) and UDP; epoll, eventfd, signalfd, timerfd, inotify;
+shared memory (anonymous, memfd, System V, POSIX), System V semaphores and
+message queues, file locks; POSIX timers, scheduling, credentials, seccomp;
+terminals. Anything else is refused with a message naming the process, fd
+and kind, and the tree is resumed.
+
+Chunks are compressed with s2 where it pays (--codec auto); --codec none
+makes the dump faster where the CPU, not the disk, is the limit.`,
 		Example: `  ckpt dump 4242
-  ckpt dump --name sim --leave-running 4242`,
+  ckpt dump --name sim --leave-running 4242
+  ckpt dump --codec none 4242     # fastest, largest image`,
 		Args: exactArgs(1, "one PID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -59,6 +67,9 @@ the process, fd and kind.`,
 			}
 			if stream {
 				return dumpStream(ctx, g, pid, o.NoPreCopy, noAck, ackTimeout, stallTimeout)
+			}
+			if o.Codec, err = repo.ParseCodec(codec); err != nil {
+				return usageError("--codec: %v", err)
 			}
 			r, err := g.openRepo(ctx, true)
 			if err != nil {
@@ -91,6 +102,7 @@ the process, fd and kind.`,
 	c.Flags().BoolVar(&o.LeaveRunning, "leave-running", false, "let the tree run on after the dump instead of killing it")
 	c.Flags().BoolVar(&o.Full, "full", false, "store every page, not only those changed since the previous checkpoint")
 	c.Flags().BoolVar(&o.NoPreCopy, "no-pre-copy", false, "with --leave-running or --stream: do not copy memory while the tree runs first")
+	c.Flags().StringVar(&codec, "codec", "auto", "chunk compression: auto (s2 where it pays), s2, zstd (smaller, slower) or none (fastest dump, largest image)")
 	c.Flags().BoolVar(&stream, "stream", false, "write a migration stream to stdout instead of a checkpoint (docs/MIGRATE.md); the process is killed once 'ckpt restore --stream' confirms on stdin")
 	c.Flags().BoolVar(&noAck, "no-ack", false, "with --stream: wait for no confirmation and leave the process running (a copy, not a move)")
 	c.Flags().DurationVar(&ackTimeout, "ack-timeout", 2*time.Minute, "with --stream: how long to wait, frozen, for the confirmation")

@@ -67,6 +67,7 @@ func init() {
 
 func newRunCommand(g *globalOptions) *cobra.Command {
 	var o supervise.Options
+	var codec string
 	var every string
 	var pf runPolicyFlags
 	var gf groupRunFlags
@@ -111,6 +112,10 @@ not start itself. 'ckpt ps' lists jobs.`,
 			ctx := cmd.Context()
 			if err := pf.apply(&o, every); err != nil {
 				return err
+			}
+			var err error
+			if o.Codec, err = repo.ParseCodec(codec); err != nil {
+				return usageError("--codec: %v", err)
 			}
 			if gf.group != "" {
 				o.Command = args
@@ -164,6 +169,7 @@ not start itself. 'ckpt ps' lists jobs.`,
 	c.Flags().StringVar(&o.Name, "name", "", "job and checkpoint name; a later run with the same name resumes")
 	c.Flags().StringVar(&every, "every", "", "checkpoint interval (e.g. 30s, 10m) or auto")
 	c.Flags().IntVar(&o.Keep, "keep", 3, "checkpoints of the job to keep (0: all)")
+	c.Flags().StringVar(&codec, "codec", "auto", "chunk compression: auto (s2 where it pays), s2, zstd or none (fastest checkpoints, largest)")
 	c.Flags().BoolVar(&o.Isolate, "isolate", false, "run CMD as a container: PID 1 of new PID, mount, UTS, IPC, network and time namespaces in a cgroup v2 group, checkpointed whole (docs/CONTAINERS.md)")
 	c.Flags().StringVar(&o.Hostname, "hostname", "", "hostname inside an --isolate container (default: the job name)")
 	c.Flags().StringVar(&o.Veth, "veth", "", "give an --isolate container a veth pair to the host: HOST_CIDR,CONTAINER_CIDR (e.g. 10.200.0.1/24,10.200.0.2/24); default: loopback only")

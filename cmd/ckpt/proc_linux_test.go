@@ -208,3 +208,77 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// dirBytes is the size of the regular files under dir.
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestDumpCodec: the same python3 process dumped twice with
+// --leave-running, once with the default codec and once with --codec
+// none, into two repositories: stored uncompressed its chunks take more
+// room than compressed, and the uncompressed checkpoint restores (the
+// program's output equals an uninterrupted run's).
+func TestDumpCodec(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/bin/python3")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "p.py")
+	os.WriteFile(script, []byte(`import sys, time
+out = open(sys.argv[1], "w")
+table = [str(i) * 20 for i in range(200000)]  # a compressible heap
+for i in range(400):
+    out.write(f"{i} {len(table[i])}\n"); out.flush()
+    time.sleep(0.01)
+`), 0o600)
+	outA := filepath.Join(dir, "a.out")
+	if out, err := exec.Command("/usr/bin/python3", script, outA).CombinedOutput(); err != nil {
+		t.Fatalf("uninterrupted run: %v: %s", err, out)
+	}
+	outB := filepath.Join(dir, "b.out")
+	cmd := exec.Command("/usr/bin/python3", script, outB)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, "python3 to make progress", func() bool { return fileSize(outB) > 200 })
+	auto, none := filepath.Join(dir, "auto"), filepath.Join(dir, "none")
+	wantCode(t, runCkpt(t, auto, "dump", "--leave-running", "--name", "py", fmt.Sprint(cmd.Process.Pid)), exitOK, "dump, codec auto")
+	r := runCkpt(t, none, "dump", "--codec", "none", "--name", "py", fmt.Sprint(cmd.Process.Pid))
+	wantCode(t, r, exitOK, "dump --codec none")
+	cmd.Wait()
+	a, n := dirBytes(t, filepath.Join(auto, "chunks")), dirBytes(t, filepath.Join(none, "chunks"))
+	t.Logf("chunks: %d bytes compressed, %d bytes with --codec none", a, n)
+	if n < a*5/4 {
+		t.Fatalf("--codec none stored %d bytes, auto %d: no difference", n, a)
+	}
+	wantCode(t, runCkpt(t, none, "restore", strings.TrimSpace(r.stdout)[:12]), exitOK, "restore of the uncompressed checkpoint")
+	want, _ := os.ReadFile(outA)
+	got, _ := os.ReadFile(outB)
+	if string(got) != string(want) {
+		t.Fatalf("output after restore differs:\n%s\nwant:\n%s", got, want)
+	}
+	for _, args := range [][]string{{"dump", "--codec", "lz4", "1"}, {"run", "--codec", "lz4", "--", "true"}} {
+		if r := runCkpt(t, none, args...); r.code != exitUsage || !strings.Contains(r.stderr, "--codec") {
+			t.Fatalf("%s --codec lz4: exit %d: %s", args[0], r.code, r.stderr)
+		}
+	}
+}

@@ -27,8 +27,11 @@ type DumpOptions struct {
 	Full         bool   // do not use the previous checkpoint as parent
 	// NoPreCopy turns off the pre-copy of a LeaveRunning dump.
 	NoPreCopy bool
-	Meta      map[string]string
-	Progress  func(int64)
+	// Codec compresses the chunks (the zero value: s2 where it pays;
+	// repo.CodecNone trades space for dump time).
+	Codec    repo.Codec
+	Meta     map[string]string
+	Progress func(int64)
 	// Container, when set, is the cgroup of a container (`ckpt run
 	// --isolate`) whose PID 1 is pid: the cgroup is frozen for the dump,
 	// everything in it is dumped with the PIDs seen inside its PID
@@ -107,7 +110,7 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 	var preStats repo.WriteStats
 	if opts.LeaveRunning && !opts.NoPreCopy {
 		var preM *repo.Manifest
-		pre, preM, preStats, err = preCopy(ctx, r, pid, ctr != nil, name, parent, meta, opts.Progress, res)
+		pre, preM, preStats, err = preCopy(ctx, r, pid, ctr != nil, name, parent, meta, opts.Codec, opts.Progress, res)
 		if err != nil {
 			return nil, err
 		}
@@ -121,7 +124,7 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 			}()
 		}
 	}
-	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: meta})
+	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: meta, Codec: opts.Codec})
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +192,7 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 // into a pre-copy checkpoint. It returns a nil PreCopy, with the reason in
 // res.PreCopyNote, when writes cannot be tracked or the copy failed for a
 // reason the plain dump may not have; errors of the context are returned.
-func preCopy(ctx context.Context, r *repo.Repository, pid int, container bool, name string, parent *repo.Manifest, meta map[string]string,
+func preCopy(ctx context.Context, r *repo.Repository, pid int, container bool, name string, parent *repo.Manifest, meta map[string]string, codec repo.Codec,
 	progress func(int64), res *DumpResult) (*dump.PreCopy, *repo.Manifest, repo.WriteStats, error) {
 	start := dump.StartPreCopy
 	if container {
@@ -208,7 +211,7 @@ func preCopy(ctx context.Context, r *repo.Repository, pid int, container bool, n
 	for k, v := range meta {
 		pmeta[k] = v
 	}
-	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: pmeta})
+	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: pmeta, Codec: codec})
 	if err != nil {
 		pc.Close()
 		return nil, nil, repo.WriteStats{}, err

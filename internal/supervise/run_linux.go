@@ -26,6 +26,7 @@ type Options struct {
 	Resume      bool          // resume from the newest checkpoint of Name if the job is not done
 	Every       time.Duration // fixed checkpoint interval when Policy is off; 0: only on signals
 	Keep        int           // checkpoints of Name to keep (0: all)
+	Codec       repo.Codec    // chunk compression (zero: s2 where it pays)
 	MaxRestarts int           // crashes restored before giving up
 	Backoff     time.Duration // first wait before a restore; doubles each time
 	Command     []string
@@ -233,7 +234,7 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 // checkpoint dumps the program; with stop it is killed after the commit.
 func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	t0 := time.Now()
-	res, err := proccr.Dump(ctx, s.r, pid, proccr.DumpOptions{Name: s.o.Name, LeaveRunning: !stop, Container: s.cg, Veth: s.veth})
+	res, err := proccr.Dump(ctx, s.r, pid, proccr.DumpOptions{Name: s.o.Name, LeaveRunning: !stop, Container: s.cg, Veth: s.veth, Codec: s.o.Codec})
 	if err != nil && res == nil {
 		return err
 	}
