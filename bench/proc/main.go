@@ -27,6 +27,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ckptCodec is passed to ckpt dump --codec.
+var ckptCodec string
+
 func main() {
 	ckptBin := flag.String("ckpt", "ckpt", "ckpt binary")
 	criu := flag.String("criu", "", "CRIU binary to compare with (optional)")
@@ -36,6 +39,7 @@ func main() {
 	redisBin := flag.String("redis-server", "/usr/bin/redis-server", "redis-server binary for --redis")
 	dirs := flag.String("dirs", "/dev/shm,/var/tmp", "directories for the repository")
 	reps := flag.Int("reps", 3, "repetitions (median reported)")
+	flag.StringVar(&ckptCodec, "codec", "auto", "ckpt dump --codec")
 	flag.Parse()
 
 	// Restored programs are detached: as a subreaper this process becomes
@@ -301,7 +305,7 @@ func runCkpt(bin, memfill, dir string, t shape) (time.Duration, time.Duration, i
 		fail("ckpt init: %v: %s", err, out)
 	}
 	cmd, _ := startFill(memfill, t)
-	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--name", "bench", strconv.Itoa(cmd.Process.Pid))
+	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--codec", ckptCodec, "--name", "bench", strconv.Itoa(cmd.Process.Pid))
 	cmd.Wait()
 	reapAll()
 	size := duBytes(repo)

@@ -176,7 +176,7 @@ func runRedisCkpt(bin, redis, dir string, mib int) (time.Duration, time.Duration
 	defer os.Remove(filepath.Join(dir, "redis-bench.log"))
 	cmd, port, want := startRedis(redis, dir, mib)
 	fmt.Fprintf(os.Stderr, "redis %d: %s keys, RSS %d MiB\n", cmd.Process.Pid, want.dbsize, rssMiB(cmd.Process.Pid))
-	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--name", "redis", strconv.Itoa(cmd.Process.Pid))
+	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--codec", ckptCodec, "--name", "redis", strconv.Itoa(cmd.Process.Pid))
 	cmd.Wait()
 	reapAll()
 	size := duBytes(repo)
