@@ -141,19 +141,6 @@ func TestNodeCutOff(t *testing.T) {
 		final = append(final, strings.TrimSpace(p.out.String()))
 	}
 	<-c.done
-	want := Expected(seed, size, steps, initial)
-	for r, line := range final {
-		var rk int
-		var bal, sent, recv, restored int64
-		if _, err := fmt.Sscanf(line, "rank %d balance %d sent %d received %d restored %d", &rk, &bal, &sent, &recv, &restored); err != nil {
-			t.Fatalf("rank %d printed %q", r, line)
-		}
-		if bal != want[r] {
-			t.Errorf("seed %d: rank %d ends with %d, an uninterrupted run with %d", seed, r, bal, want[r])
-		}
-		if restored == 0 {
-			t.Errorf("rank %d did not restore a global checkpoint after the cut", r)
-		}
-	}
+	checkFinal(t, seed, final, steps, initial)
 	checkSnapshots(t, dir, size, initial)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/ckpt/ckpt/internal/dirty"
@@ -172,27 +171,9 @@ func (pc *PreCopy) Copy(ctx context.Context, pw image.PageWriter) (uint64, error
 		if err != nil {
 			return total, fmt.Errorf("process %d: arming the write tracker: %w", pid, err)
 		}
-		b, err := procfs.Read(pid, "maps")
-		if err != nil {
-			return total, fmt.Errorf("process %d: %w", pid, err)
-		}
-		maps, err := procfs.ParseMaps(b)
+		ms, err := trackedMappings(pid)
 		if err != nil {
 			return total, err
-		}
-		var ms []*image.Mapping
-		for _, e := range maps {
-			if !dirty.Trackable(e) {
-				continue
-			}
-			k := image.KindAnon
-			switch {
-			case e.Deleted():
-				k = image.KindDeleted
-			case e.Path != "" && !strings.HasPrefix(e.Path, "["):
-				k = image.KindFile
-			}
-			ms = append(ms, &image.Mapping{Start: e.Start, End: e.End, Kind: k})
 		}
 		mem, err := ptrace.OpenMem(pid)
 		if err != nil {
