@@ -175,6 +175,14 @@ func (f *flusher) later(j job) {
 	})
 }
 
+// RetriesScheduled is the number of failed flush jobs waiting for their
+// next try (not counted by QueueLen or the flush wait).
+func (s *Server) RetriesScheduled() int {
+	s.flush.mu.Lock()
+	defer s.flush.mu.Unlock()
+	return s.flush.retries
+}
+
 // QueueLen is the number of flush jobs held in memory.
 func (s *Server) QueueLen() int {
 	s.flush.mu.Lock()

@@ -80,6 +80,28 @@ func waitIdle(t testing.TB, nodes ...*agenttest.Node) {
 	}
 }
 
+// waitSettled is waitIdle that also waits for failed flushes' retries: a
+// level that failed on a loaded machine is tried again after its backoff
+// (the test says so, the level records hold the error).
+func waitSettled(t testing.TB, nodes ...*agenttest.Node) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for _, nd := range nodes {
+		for {
+			waitIdle(t, nd)
+			r := nd.Server.RetriesScheduled()
+			if r == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d failed flushes still waiting for a retry", nd.Name, r)
+			}
+			t.Logf("%s: %d failed flushes waiting for a retry (see the level records' errors)", nd.Name, r)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
 func record(t testing.TB, be backend.Backend, id, level string) *levels.Record {
 	t.Helper()
 	r, err := levels.LoadRecord(context.Background(), be, id, level)
@@ -592,7 +614,7 @@ func TestRetentionAndGC(t *testing.T) {
 		r, m = write(t, a, key, "job", last)
 		ms = append(ms, m)
 	}
-	waitIdle(t, nodes[0])
+	waitSettled(t, nodes[0])
 	holder := filepath.Join(nodes[1].Config.DataDir, "sim")
 	if n := countFiles(t, filepath.Join(holder, "manifests")); n != 3 {
 		t.Fatalf("partner holds %d copies", n)
@@ -613,7 +635,7 @@ func TestRetentionAndGC(t *testing.T) {
 	if err != nil || len(dropped) != 2 {
 		t.Fatalf("retain: %v %v", dropped, err)
 	}
-	waitIdle(t, nodes[0])
+	waitSettled(t, nodes[0])
 	if n := countFiles(t, filepath.Join(holder, "manifests")); n != 1 {
 		t.Fatalf("partner holds %d copies after retention", n)
 	}
