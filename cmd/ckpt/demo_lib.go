@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -139,7 +140,10 @@ func newDemoWorkerCommand(g *globalOptions) *cobra.Command {
 					committed <- s
 				}
 			}
-			job, err := ckpt.Open(name, ckpt.WithRepository(r), ckpt.WithKeep(0),
+			// The demo says itself what happened; the library's own INFO
+			// lines would interleave with it (warnings still show).
+			quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			job, err := ckpt.Open(name, ckpt.WithRepository(r), ckpt.WithKeep(0), ckpt.WithLogger(quiet),
 				ckpt.WithCommitHook(func(ckpt.CommitInfo) {
 					select {
 					case s := <-committed:
