@@ -570,43 +570,22 @@ func (a *Agent) Lock(ctx context.Context, name string, exclusive bool) (Unlocker
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // keep the lease while held
-		defer wg.Done()
-		t := time.NewTicker(ttl / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				rctx, cancel := context.WithTimeout(context.Background(), ttl/3)
-				if resp, err := a.do(rctx, http.MethodPut, lp, nil, 0); err == nil {
-					resp.Body.Close()
-				}
-				cancel()
-			}
+	return holdLease(ttl/3, func(ctx context.Context) {
+		if resp, err := a.do(ctx, http.MethodPut, lp, nil, 0); err == nil {
+			resp.Body.Close()
 		}
-	}()
-	var once sync.Once
-	return unlockFunc(func() error {
-		var err error
-		once.Do(func() {
-			close(stop)
-			wg.Wait()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			var resp *http.Response
-			if resp, err = a.do(ctx, http.MethodDelete, lp, nil, 0); err == nil {
-				if resp.StatusCode/100 != 2 {
-					err = a.statusError(resp, "releasing lock "+name)
-				}
-				resp.Body.Close()
-			}
-		})
-		return err
+	}, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := a.do(ctx, http.MethodDelete, lp, nil, 0)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return a.statusError(resp, "releasing lock "+name)
+		}
+		return nil
 	}), nil
 }
 

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -251,14 +250,14 @@ func (s *S3) Lock(ctx context.Context, name string, exclusive bool) (Unlocker, e
 	dir := s.prefix + "locks/" + name + "/"
 	mine := dir + hex.EncodeToString(rnd[:])
 	host, _ := os.Hostname()
-	put := func() error {
+	put := func(ctx context.Context) error {
 		b, _ := json.Marshal(lockRecord{Exclusive: exclusive, Host: host, PID: os.Getpid(), Expires: time.Now().Add(lockLease)})
 		_, err := s.c.PutObject(ctx, s.bucket, mine, bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{DisableMultipart: true})
 		return err
 	}
 	delay := 20 * time.Millisecond
 	for {
-		if err := put(); err != nil {
+		if err := put(ctx); err != nil {
 			if ctx.Err() != nil { // the wait ended mid-request: the contract's ErrLocked
 				s.c.RemoveObject(context.WithoutCancel(ctx), s.bucket, mine, minio.RemoveObjectOptions{})
 				return nil, ErrLocked
@@ -286,31 +285,8 @@ func (s *S3) Lock(ctx context.Context, name string, exclusive bool) (Unlocker, e
 		}
 		delay = min(2*delay, time.Second)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // refresh the lease while held
-		defer wg.Done()
-		t := time.NewTicker(lockLease / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				put()
-			}
-		}
-	}()
-	var once sync.Once
-	return unlockFunc(func() error {
-		var err error
-		once.Do(func() {
-			close(stop)
-			wg.Wait()
-			err = s.c.RemoveObject(context.Background(), s.bucket, mine, minio.RemoveObjectOptions{})
-		})
-		return err
+	return holdLease(lockLease/3, func(ctx context.Context) { put(ctx) }, func() error {
+		return s.c.RemoveObject(context.Background(), s.bucket, mine, minio.RemoveObjectOptions{})
 	}), nil
 }
 
