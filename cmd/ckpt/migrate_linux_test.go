@@ -551,12 +551,7 @@ func TestMigrateTree(t *testing.T) {
 	e := newMigEnv(t)
 	bin := proctest.Build(t, "heartbeat", false)
 	refOut := filepath.Join(e.dir, "ref.out")
-	rf, _ := os.Create(refOut)
-	ref := exec.Command(bin, "16", "50", "99", "300")
-	ref.Stdout = rf
-	ref.Start()
-	rf.Close()
-	t.Cleanup(func() { ref.Process.Kill(); ref.Wait() })
+	ref := startHeartbeat(t, refOut, os.O_TRUNC, 0, "16", "50", "99", "300")
 	os.MkdirAll(filepath.Join(e.dir, "out"), 0o755)
 	out := filepath.Join(e.dir, "out", "tree.out")
 	f, _ := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -758,17 +753,8 @@ func TestMigrateLostAnswer(t *testing.T) {
 func TestDumpStreamStalledReader(t *testing.T) {
 	requireMigrationTools(t)
 	dir := t.TempDir()
-	bin := proctest.Build(t, "heartbeat", false)
 	out := filepath.Join(dir, "out")
-	f, _ := os.Create(out)
-	src := exec.Command(bin, "32", "50", "5", "0")
-	src.Stdout = f
-	if err := src.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
-	waitFor(t, "beats", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 10 })
+	src := startHeartbeat(t, out, os.O_TRUNC, 10, "32", "50", "5", "0")
 	fds := fdLinks(src.Process.Pid)
 	r, w, _ := os.Pipe()
 	defer r.Close()
@@ -798,14 +784,8 @@ func TestDumpStreamStalledReader(t *testing.T) {
 // namespace, its output equal to an uninterrupted run.
 func TestMigrateThereAndBack(t *testing.T) {
 	e := newMigEnv(t)
-	bin := proctest.Build(t, "heartbeat", false)
 	refOut := filepath.Join(e.dir, "ref.out")
-	rf, _ := os.Create(refOut)
-	ref := exec.Command(bin, "32", "50", "12345", "500")
-	ref.Stdout = rf
-	ref.Start()
-	rf.Close()
-	t.Cleanup(func() { ref.Process.Kill(); ref.Wait() })
+	ref := startHeartbeat(t, refOut, os.O_TRUNC, 0, "32", "50", "12345", "500")
 	src, out := e.startBeats(t, "trip", 32, 50, 500)
 	pid := src.Process.Pid
 	agentB := e.agentBPID(t)
@@ -865,17 +845,8 @@ func TestMigrateOverMutualTLS(t *testing.T) {
 	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
 	waitFor(t, "the TLS agent", func() bool { return strings.Contains(alog.String(), "listening on") })
 
-	bin := proctest.Build(t, "heartbeat", false)
 	out := filepath.Join(dir, "out")
-	f, _ := os.Create(out)
-	src := exec.Command(bin, "16", "50", "8", "300")
-	src.Stdout = f
-	if err := src.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
-	waitFor(t, "beats", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 10 })
+	src := startHeartbeat(t, out, os.O_TRUNC, 10, "16", "50", "8", "300")
 	migrateWith := func(env ...string) result {
 		cmd := exec.Command(ckptBin, "migrate", strconv.Itoa(src.Process.Pid), "--to", addr, "--group", "mig", "--token-file", tok, "--json")
 		cmd.Env = append(os.Environ(), "CKPT_AGENT_CA=", "CKPT_AGENT_CERT=", "CKPT_AGENT_KEY=")
@@ -942,17 +913,8 @@ func TestMigrateUsage(t *testing.T) {
 func TestDumpStreamNoAckClones(t *testing.T) {
 	requireMigrationTools(t)
 	dir := t.TempDir()
-	bin := proctest.Build(t, "heartbeat", false)
 	out := filepath.Join(dir, "out")
-	f, _ := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	src := exec.Command(bin, "16", "50", "3", "200")
-	src.Stdout = f
-	if err := src.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
-	waitFor(t, "beats", func() bool { b, _ := os.ReadFile(out); return strings.Count(string(b), "\nHB ") >= 20 })
+	src := startHeartbeat(t, out, os.O_APPEND, 20, "16", "50", "3", "200")
 	pr, pw, _ := os.Pipe()
 	var dumpErr, restErr strings.Builder
 	dump := exec.Command(ckptBin, "dump", "--stream", "--no-ack", strconv.Itoa(src.Process.Pid))
@@ -1013,17 +975,8 @@ func TestMigrateRefusedPIDInUse(t *testing.T) {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "tok")
 	os.WriteFile(tok, []byte(agentTok), 0o600)
-	bin := proctest.Build(t, "heartbeat", false)
 	out := filepath.Join(dir, "out")
-	f, _ := os.Create(out)
-	src := exec.Command(bin, "16", "50", "4", "0")
-	src.Stdout = f
-	if err := src.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
-	waitFor(t, "beats", func() bool { return strings.Count(readText(t, out), "\nHB ") >= 10 })
+	src := startHeartbeat(t, out, os.O_TRUNC, 10, "16", "50", "4", "0")
 	res := runCkpt(t, dir, "migrate", strconv.Itoa(src.Process.Pid), "--to", dst.addr, "--group", "sim", "--token-file", tok)
 	want := fmt.Sprintf("refused before the transfer: PID %d is used by process %d", src.Process.Pid, src.Process.Pid)
 	if res.code != 1 || !strings.Contains(res.stderr, want) || !strings.Contains(res.stderr, "runs on") {
@@ -1059,4 +1012,26 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return out
+}
+
+// startHeartbeat starts the heartbeat fixture with args (MiB, permille,
+// seed, beats), its stdout to out (opened with flag), and kills it at the
+// end of the test; with minBeats > 0 it waits until that many beats are out.
+func startHeartbeat(t *testing.T, out string, flag int, minBeats int, args ...string) *exec.Cmd {
+	t.Helper()
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|flag, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(proctest.Build(t, "heartbeat", false), args...)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if minBeats > 0 {
+		waitFor(t, "beats", func() bool { return strings.Count(readText(t, out), "\nHB ") >= minBeats })
+	}
+	return cmd
 }
