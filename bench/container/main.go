@@ -21,10 +21,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ckpt/ckpt/bench/internal/stats"
 )
 
 func main() {
@@ -65,7 +66,7 @@ func main() {
 		fmt.Printf("| %s | %s | %s |\n", mode(iso), summary(v[0]), summary(v[1]))
 	}
 	fmt.Printf("\nratios container/plain (medians): checkpoint %.2f, restore %.2f\n",
-		ms(median(res[true][0]))/ms(median(res[false][0])), ms(median(res[true][1]))/ms(median(res[false][1])))
+		ms(stats.Median(res[true][0]))/ms(stats.Median(res[false][0])), ms(stats.Median(res[true][1]))/ms(stats.Median(res[false][1])))
 }
 
 func mode(iso bool) string {
@@ -143,16 +144,9 @@ func lines(p string) int {
 	return strings.Count(string(b), "\n")
 }
 
-func median(d []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
-}
-
 func summary(d []time.Duration) string {
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return fmt.Sprintf("%.0f ms (%.0f–%.0f)", ms(median(d)), ms(s[0]), ms(s[len(s)-1]))
+	lo, hi := stats.Range(d)
+	return fmt.Sprintf("%.0f ms (%.0f–%.0f)", ms(stats.Median(d)), ms(lo), ms(hi))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -25,13 +25,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt/ckpt/bench/internal/stats"
 )
 
 const token = "bench-migration-token-0123456789"
@@ -86,7 +87,7 @@ func main() {
 	fmt.Println("|---|---|---|---|")
 	fmt.Printf("| ckpt migrate (pre-copy) | %s | %s | %s |\n", spread(liveGap), spread(liveFrozen), spread(liveTotal))
 	fmt.Printf("| dump + cp + restore | %s | — | %s |\n", spread(plainGap), spread(plainTotal))
-	fmt.Printf("\nratio of downtimes (plain / live, medians): %.1f; load after: %s\n", median(plainGap).Seconds()/median(liveGap).Seconds(),
+	fmt.Printf("\nratio of downtimes (plain / live, medians): %.1f; load after: %s\n", stats.Median(plainGap).Seconds()/stats.Median(liveGap).Seconds(),
 		strings.Join(strings.Fields(string(load))[:3], " "))
 }
 
@@ -260,16 +261,9 @@ func stderrOf(err error) string {
 	return ""
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
-}
-
 func spread(ds []time.Duration) string {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return fmt.Sprintf("%s (%s–%s)", ms(median(s)), ms(s[0]), ms(s[len(s)-1]))
+	lo, hi := stats.Range(ds)
+	return fmt.Sprintf("%s (%s–%s)", ms(stats.Median(ds)), ms(lo), ms(hi))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d.Microseconds())/1000) }

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt/ckpt/bench/internal/stats"
 )
 
 // ckptCodec is passed to ckpt dump --codec.
@@ -156,13 +158,13 @@ type result struct {
 func (r *result) row(what, dir string, criu bool) string {
 	dd := "–"
 	if len(r.dd) > 0 {
-		dd = secs(median(r.dd))
+		dd = secs(stats.Median(r.dd))
 	}
 	row := fmt.Sprintf("| %s | %s | %s | %s | %s | %d MiB | %d / %d MiB |",
 		what, dir, dd, spread(r.dump), spread(r.rest), r.img>>20, r.rssD>>20, r.rssR>>20)
 	if criu {
 		row += fmt.Sprintf(" %s | %s | %d MiB | **%.2f** | **%.2f** |", spread(r.cd), spread(r.cr), r.cimg>>20,
-			median(r.dump).Seconds()/median(r.cd).Seconds(), median(r.rest).Seconds()/median(r.cr).Seconds())
+			stats.Median(r.dump).Seconds()/stats.Median(r.cd).Seconds(), stats.Median(r.rest).Seconds()/stats.Median(r.cr).Seconds())
 	}
 	return row
 }
@@ -178,12 +180,9 @@ func overheads(trees []shape, res []result, dir string, criu bool) {
 		for i := range a {
 			ds = append(ds, (b[i]-a[i])/time.Duration(n))
 		}
-		lo, hi := ds[0], ds[0]
-		for _, d := range ds {
-			lo, hi = min(lo, d), max(hi, d)
-		}
+		lo, hi := stats.Range(ds)
 		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-		return fmt.Sprintf("%.1f ms (%.1f–%.1f)", ms(median(ds)), ms(lo), ms(hi))
+		return fmt.Sprintf("%.1f ms (%.1f–%.1f)", ms(stats.Median(ds)), ms(lo), ms(hi))
 	}
 	for i, a := range trees {
 		for j, b := range trees {
@@ -212,14 +211,11 @@ func loadavg() string {
 
 // spread formats the median and the range of ds.
 func spread(ds []time.Duration) string {
-	lo, hi := ds[0], ds[0]
-	for _, d := range ds {
-		lo, hi = min(lo, d), max(hi, d)
-	}
 	if len(ds) == 1 {
 		return secs(ds[0])
 	}
-	return fmt.Sprintf("%s (%.2f–%.2f)", secs(median(ds)), lo.Seconds(), hi.Seconds())
+	lo, hi := stats.Range(ds)
+	return fmt.Sprintf("%s (%.2f–%.2f)", secs(stats.Median(ds)), lo.Seconds(), hi.Seconds())
 }
 
 func kernel() string {
@@ -228,18 +224,6 @@ func kernel() string {
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
-
-func median(ds []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	return s[len(s)/2]
-}
 
 // ddWrite is the raw sequential write bandwidth: dd with fsync.
 func ddWrite(dir string, mib int) time.Duration {
