@@ -107,9 +107,7 @@ func newAgentHTTP(cfg *tls.Config) *agentHTTP {
 
 func currentAgentHTTP() *agentHTTP {
 	agentEnvOnce.Do(func() {
-		if agentConn.Load() != nil {
-			return
-		}
+		// UseAgentTLS, when called first, wins over the environment.
 		ca := os.Getenv(AgentCAEnv)
 		if ca == "" {
 			agentConn.CompareAndSwap(nil, newAgentHTTP(nil))
