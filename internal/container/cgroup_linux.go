@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt/ckpt/internal/procfs"
 )
 
 // ErrNoCgroup2 is wrapped when no cgroup v2 file system is mounted.
@@ -40,32 +42,13 @@ func cgroup2Root(mountinfo string) (string, error) {
 		for i, x := range f {
 			if x == "-" && i+1 < len(f) && i >= 5 {
 				if f[i+1] == "cgroup2" {
-					return unescapeMount(f[4]), nil
+					return procfs.UnescapeMount(f[4]), nil
 				}
 				break
 			}
 		}
 	}
 	return "", fmt.Errorf("%w (none in %s; cgroup v1 has no cgroup.freeze)", ErrNoCgroup2, mountinfo)
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // CgroupFor returns the group of container name (not created).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/nsenter"
+	"github.com/ckpt/ckpt/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -239,7 +240,7 @@ func mountPoints(path string) ([]string, error) {
 		f := strings.Fields(l)
 		for i, x := range f {
 			if x == "-" && i >= 5 && i+1 < len(f) {
-				ms = append(ms, unescapeMount(f[4])+" "+f[i+1])
+				ms = append(ms, procfs.UnescapeMount(f[4])+" "+f[i+1])
 				break
 			}
 		}

@@ -252,34 +252,16 @@ func mountOf(pid int, dev uint64) (string, error) {
 			continue
 		}
 		if w[3] == "/" {
-			return unescapeMount(w[4]), nil
+			return procfs.UnescapeMount(w[4]), nil
 		}
 		if best == "" {
-			best = unescapeMount(w[4])
+			best = procfs.UnescapeMount(w[4])
 		}
 	}
 	if best == "" {
 		return "", fmt.Errorf("no mount of device %s", want)
 	}
 	return best, nil
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // parseLocks reads the "lock:" lines of an fdinfo: the locks held through

@@ -602,3 +602,23 @@ func ParseSmaps(data []byte) ([]SmapsEntry, error) {
 	}
 	return out, nil
 }
+
+// UnescapeMount undoes the octal escapes of a /proc/PID/mountinfo field
+// (\040 for a space, \011, \012, \134).
+func UnescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
