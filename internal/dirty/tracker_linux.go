@@ -106,6 +106,19 @@ func StartSelf() (*Tracker, error) {
 // PID is the tracked process.
 func (t *Tracker) PID() int { return t.pid }
 
+// Alive reports whether the memory the tracker follows is still the
+// process's: after an exec or the process's death the tracker watches an
+// address space nobody uses (its pagemap reads nothing) and must be
+// replaced. A tracker that is not alive reports every page as written.
+func (t *Tracker) Alive() bool {
+	if t.uffd < 0 {
+		return false
+	}
+	var b [8]byte
+	n, err := t.pm.ReadAt(b[:], 0)
+	return err == nil && n == len(b)
+}
+
 // Close stops tracking: the kernel unregisters every mapping once the last
 // reference to the userfaultfd is gone (the target holds none).
 func (t *Tracker) Close() error {

@@ -221,3 +221,40 @@ func TestTrackerExact(t *testing.T) {
 	}
 	_ = syscall.Kill(f.pid, 0)
 }
+
+// TestTrackerAliveAcrossExec: a tracker follows one address space; after
+// the process executes another program it says so (Alive false), so that a
+// dump reads the new program's memory whole instead of trusting a tracker
+// of memory nobody uses.
+func TestTrackerAliveAcrossExec(t *testing.T) {
+	proctest.RequireRoot(t)
+	cmd := exec.Command("/bin/sh", "-c", `read x; exec /usr/bin/perl -e '$| = 1; print "EXECUTED\n"; sleep 100'`)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	tk := startTracker(t, cmd.Process.Pid)
+	if _, err := tk.Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if !tk.Alive() {
+		t.Fatal("tracker of a running process not alive")
+	}
+	if _, err := io.WriteString(in, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	proctest.NewLines(r).Expect(t, "EXECUTED")
+	if tk.Alive() {
+		t.Fatal("tracker still alive after the process executed another program")
+	}
+}

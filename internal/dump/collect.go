@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ckpt/ckpt/internal/dirty"
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/procfs"
 	"github.com/ckpt/ckpt/internal/ptrace"
@@ -172,8 +173,17 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	if err != nil {
 		return nil, err
 	}
-	if err := dumpPages(p.pid, ip.Mappings, resident, mem, pw, fp); err != nil {
+	var saved *[]dirty.Range
+	if h.opts.KeepTracking {
+		saved = new([]dirty.Range)
+	}
+	if err := dumpPages(p.pid, ip.Mappings, resident, mem, pw, fp, saved); err != nil {
 		return nil, err
+	}
+	if h.opts.KeepTracking {
+		if err := h.opts.PreCopy.retrack(h, p, *saved); err != nil {
+			return nil, err
+		}
 	}
 	return ip, nil
 }

@@ -32,6 +32,16 @@ type Options struct {
 	// declared unchanged to the page writer (an image.PageWriter that is
 	// also a ParentReuser, whose parent image is the pre-copy).
 	PreCopy *PreCopy
+	// KeepTracking (with a PreCopy: one from StartPreCopy, the PreCopy of
+	// the previous dump, or NewTracking) leaves the write trackers armed
+	// after the dump and makes the PreCopy describe this image: every
+	// process gets a tracker (armed during the freeze if it had none), and
+	// its pages are the ones this image holds. Passed as PreCopy of the
+	// next dump of the tree, whose page writer's parent is this image, it
+	// lets that dump read only the pages written since this freeze. The
+	// caller keeps and closes it; after a failed dump or commit it no
+	// longer describes a committed image and must be closed.
+	KeepTracking bool
 	// PIDNamespace dumps a container (internal/container): the root is
 	// PID 1 of its own PID namespace and the image records every PID as
 	// seen inside that namespace (pidns.go). Pages are still handed to the
@@ -146,6 +156,9 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 	if opts.MaxDeletedFile == 0 {
 		opts.MaxDeletedFile = 64 << 20
 	}
+	if opts.KeepTracking && opts.PreCopy == nil {
+		return nil, errors.New("dump: KeepTracking needs a PreCopy (NewTracking for a first dump)")
+	}
 	if err := checkTarget(pid, opts.PIDNamespace); err != nil {
 		return nil, err
 	}
@@ -175,6 +188,9 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 	if err != nil {
 		h.release(false)
 		return nil, err
+	}
+	if opts.KeepTracking {
+		opts.PreCopy.keepOnly(h.procs)
 	}
 	h.Tree = tree
 	return h, nil

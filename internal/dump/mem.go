@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ckpt/ckpt/internal/dirty"
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/procfs"
 	"github.com/ckpt/ckpt/internal/ptrace"
@@ -134,8 +135,10 @@ func readResident(pid int) map[uint64]uint64 {
 // bytes; areas with none are skipped without reading their pagemap.
 //
 // With a pre-copy (fp not nil), pages stored by the pre-copy and not
-// written since are declared unchanged instead of read.
-func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *ptrace.Mem, pw image.PageWriter, fp *frozenPass) error {
+// written since are declared unchanged instead of read. When saved is not
+// nil, the ranges the image holds (read or declared unchanged) are
+// appended to it.
+func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *ptrace.Mem, pw image.PageWriter, fp *frozenPass, saved *[]dirty.Range) error {
 	var save func(m *image.Mapping, addr uint64, n int) error
 	if pf, ok := pw.(PageFiller); ok {
 		save = func(m *image.Mapping, addr uint64, n int) error {
@@ -154,11 +157,21 @@ func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *pt
 	} else {
 		save = batchSaver(pid, mem, pw)
 	}
+	if saved != nil {
+		read := save
+		save = func(m *image.Mapping, addr uint64, n int) error {
+			if err := read(m, addr, n); err != nil {
+				return err
+			}
+			*saved = appendRange(*saved, dirty.Range{Addr: addr, Len: uint64(n) * image.PageSize})
+			return nil
+		}
+	}
 	var err error
 	if fp == nil {
 		err = walkPages(pid, ms, resident, save)
 	} else {
-		err = dumpPagesReuse(pid, ms, resident, fp, save)
+		err = dumpPagesReuse(pid, ms, resident, fp, save, saved)
 	}
 	if pf, ok := pw.(PageFiller); ok {
 		// Every page must be read before mem is closed and before the
@@ -190,8 +203,8 @@ func batchSaver(pid int, mem *ptrace.Mem, pw image.PageWriter) func(m *image.Map
 }
 
 // dumpPagesReuse saves the pages written since the pre-copy with save and
-// declares the others unchanged.
-func dumpPagesReuse(pid int, ms []*image.Mapping, resident map[uint64]uint64, fp *frozenPass, save func(m *image.Mapping, addr uint64, n int) error) error {
+// declares the others unchanged (appending them to saved, if not nil).
+func dumpPagesReuse(pid int, ms []*image.Mapping, resident map[uint64]uint64, fp *frozenPass, save func(m *image.Mapping, addr uint64, n int) error, saved *[]dirty.Range) error {
 	return walkPages(pid, ms, resident, func(m *image.Mapping, addr uint64, n int) error {
 		for i := 0; i < n; {
 			a := addr + uint64(i)*image.PageSize
@@ -210,9 +223,22 @@ func dumpPagesReuse(pid int, ms []*image.Mapping, resident map[uint64]uint64, fp
 					return fmt.Errorf("process %d: reusing pre-copied pages at %#x: %w", pid, a, err)
 				}
 				m.Saved += l
+				if saved != nil {
+					*saved = appendRange(*saved, dirty.Range{Addr: a, Len: l})
+				}
 			}
 			i = j
 		}
 		return nil
 	})
+}
+
+// appendRange appends r to rs, merging it with the last range when they
+// touch; r must not start below the last range's start.
+func appendRange(rs []dirty.Range, r dirty.Range) []dirty.Range {
+	if k := len(rs) - 1; k >= 0 && rs[k].End() >= r.Addr {
+		rs[k].Len = max(rs[k].End(), r.End()) - rs[k].Addr
+		return rs
+	}
+	return append(rs, r)
 }

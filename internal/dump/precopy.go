@@ -40,7 +40,15 @@ type PreCopy struct {
 type preProc struct {
 	tk     *dirty.Tracker
 	copied []dirty.Range // ranges stored in the pre-copy image
+	// collected: the tracker was collected (and so re-protected) during
+	// the current freeze (Options.KeepTracking).
+	collected bool
 }
+
+// NewTracking returns a PreCopy that tracks nothing yet, for a first dump
+// with Options.KeepTracking: that dump reads every page and leaves a
+// tracker in each process.
+func NewTracking() *PreCopy { return &PreCopy{procs: map[int]*preProc{}} }
 
 // StartPreCopy stops the tree rooted at pid for the time it takes to
 // create a write tracker in each process (one injected userfaultfd and
@@ -74,32 +82,19 @@ func startPreCopy(ctx context.Context, pid int, pidNS bool) (*PreCopy, error) {
 		if p.zombie {
 			continue
 		}
-		err := h.tr.Do(func() error {
-			sys, err := vdsoSyscall(p.pid)
-			if err != nil {
-				return fmt.Errorf("%w: %v", dirty.ErrUnavailable, err)
-			}
-			in := &ptrace.Injector{TID: p.pid, SysAddr: sys, Saved: p.threads[0].regs}
-			tk, err := dirty.Start(p.pid, in)
-			if rerr := in.Restore(); rerr != nil && err == nil {
-				tk.Close()
-				err = rerr
-			}
-			if err == nil {
-				pc.procs[p.pid] = &preProc{tk: tk}
-			}
-			return err
-		})
-		if err != nil {
-			if !errors.Is(err, dirty.ErrUnavailable) {
-				h.release(false)
-				pc.Close()
-				return nil, err
-			}
-			pc.Untracked = append(pc.Untracked, fmt.Sprintf("process %d: %v", p.pid, err))
-			if firstErr == nil {
-				firstErr = err
-			}
+		tk, err := h.armTracker(p)
+		if err == nil {
+			pc.procs[p.pid] = &preProc{tk: tk}
+			continue
+		}
+		if !errors.Is(err, dirty.ErrUnavailable) {
+			h.release(false)
+			pc.Close()
+			return nil, err
+		}
+		pc.Untracked = append(pc.Untracked, fmt.Sprintf("process %d: %v", p.pid, err))
+		if firstErr == nil {
+			firstErr = err
 		}
 	}
 	err := h.release(false)
@@ -112,6 +107,26 @@ func startPreCopy(ctx context.Context, pid int, pidNS bool) (*PreCopy, error) {
 		return nil, firstErr
 	}
 	return pc, nil
+}
+
+// armTracker creates a write tracker in p, which h holds frozen.
+func (h *Handle) armTracker(p *proc) (*dirty.Tracker, error) {
+	var tk *dirty.Tracker
+	err := h.tr.Do(func() error {
+		sys, err := vdsoSyscall(p.pid)
+		if err != nil {
+			return fmt.Errorf("%w: %v", dirty.ErrUnavailable, err)
+		}
+		in := &ptrace.Injector{TID: p.pid, SysAddr: sys, Saved: p.threads[0].regs}
+		t, err := dirty.Start(p.pid, in)
+		if rerr := in.Restore(); rerr != nil && err == nil {
+			t.Close()
+			err = rerr
+		}
+		tk = t
+		return err
+	})
+	return tk, err
 }
 
 // vdsoSyscall finds a syscall instruction in pid's vdso.
@@ -247,6 +262,13 @@ func (pc *PreCopy) forProcess(pid int, pw image.PageWriter) (*frozenPass, error)
 		return nil, nil
 	}
 	p := pc.procs[pid]
+	if p != nil && !p.tk.Alive() {
+		// The process executed another program (or this PID is another
+		// process): its pages are all new.
+		p.tk.Close()
+		delete(pc.procs, pid)
+		p = nil
+	}
 	r, ok := pw.(ParentReuser)
 	if p == nil || p.copied == nil || !ok {
 		return nil, nil
@@ -255,7 +277,55 @@ func (pc *PreCopy) forProcess(pid int, pw image.PageWriter) (*frozenPass, error)
 	if err != nil {
 		return nil, fmt.Errorf("process %d: collecting written pages: %w", pid, err)
 	}
+	p.collected = true
 	return &frozenPass{reuse: r, copied: dirty.NewCursor(p.copied), dirty: dirty.NewCursor(d), dirtyBytes: dirty.Bytes(d)}, nil
+}
+
+// retrack makes p's tracker describe the image being written, whose
+// pages of p are saved (Options.KeepTracking): a process without a tracker
+// gets one, and every tracker is re-protected during this freeze, so that
+// what it reports next is what was written since.
+func (pc *PreCopy) retrack(h *Handle, p *proc, saved []dirty.Range) error {
+	pp := pc.procs[p.pid]
+	if pp == nil {
+		tk, err := h.armTracker(p)
+		if errors.Is(err, dirty.ErrUnavailable) {
+			return nil // read whole by every dump
+		}
+		if err != nil {
+			return err
+		}
+		pp = &preProc{tk: tk}
+		pc.procs[p.pid] = pp
+	}
+	if !pp.collected {
+		// The first Collect registers and protects everything.
+		if _, err := pp.tk.Collect(); err != nil {
+			return fmt.Errorf("process %d: arming the write tracker: %w", p.pid, err)
+		}
+	}
+	if saved == nil {
+		saved = []dirty.Range{} // tracked, nothing saved: forProcess needs non-nil
+	}
+	pp.copied, pp.collected = saved, false
+	return nil
+}
+
+// keepOnly stops tracking the processes that are not (or no longer live)
+// in the tree.
+func (pc *PreCopy) keepOnly(procs []*proc) {
+	live := map[int]bool{}
+	for _, p := range procs {
+		if !p.zombie {
+			live[p.pid] = true
+		}
+	}
+	for pid, p := range pc.procs {
+		if !live[pid] {
+			p.tk.Close()
+			delete(pc.procs, pid)
+		}
+	}
 }
 
 // reusable says whether the page at a is in the pre-copy image and was not

@@ -39,6 +39,37 @@ type DumpOptions struct {
 	Container *container.Cgroup
 	// Veth is the container's veth pair (container.ParseVeth), if it has one.
 	Veth *image.NetIf
+	// Tracking, with LeaveRunning, keeps write trackers in the tree from
+	// one dump to the next (ckpt run): a dump whose parent is the
+	// checkpoint the tracking describes reads only the pages written since
+	// that checkpoint's freeze, without a pre-copy. The caller owns it
+	// and closes it once the tree is gone (NewTracking).
+	Tracking *Tracking
+}
+
+// Tracking is the write tracking Dump leaves in a tree between its
+// checkpoints (DumpOptions.Tracking).
+type Tracking struct {
+	pc     *dump.PreCopy
+	parent string // ID of the checkpoint pc describes
+}
+
+// NewTracking returns a tracking that follows nothing yet: the next dump
+// given it reads every page, or pre-copies, and arms it.
+func NewTracking() *Tracking { return &Tracking{} }
+
+// Close stops tracking; the next dump given it arms it again.
+func (t *Tracking) Close() {
+	if t == nil {
+		return
+	}
+	t.pc.Close()
+	t.pc, t.parent = nil, ""
+}
+
+// usable reports whether t describes checkpoint parent.
+func (t *Tracking) usable(parent *repo.Manifest) bool {
+	return t != nil && t.pc != nil && parent != nil && parent.ID() == t.parent
 }
 
 // DumpResult describes a committed dump.
@@ -55,6 +86,13 @@ type DumpResult struct {
 	// ArmStop the stop that created the write trackers before that.
 	PreCopied uint64
 	ArmStop   time.Duration
+	// Read is the memory read while the tree was frozen; Unchanged the
+	// memory found unwritten since the pre-copy or, with Tracking, since
+	// the previous checkpoint, and so not read again.
+	Read, Unchanged uint64
+	// Tracked: only pages written since the previous checkpoint were
+	// read (DumpOptions.Tracking).
+	Tracked bool
 	// PreCopyNote says why no pre-copy was done, when one was asked for.
 	PreCopyNote string
 }
@@ -106,16 +144,31 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 		ctr = &containerDump{cg: opts.Container, root: pid, veth: opts.Veth}
 		dopts.PIDNamespace, dopts.Seized = true, ctr.seized
 	}
+	track := opts.Tracking
+	if !opts.LeaveRunning {
+		track = nil
+	}
+	if track != nil && !track.usable(parent) {
+		// Another dump of the name came between (or none was made yet).
+		track.Close()
+	}
 	var pre *dump.PreCopy
 	var preStats repo.WriteStats
-	if opts.LeaveRunning && !opts.NoPreCopy {
+	if track.usable(parent) {
+		res.Tracked = true
+		dopts.PreCopy, dopts.KeepTracking = track.pc, true
+		// From here on it describes no committed image until the commit.
+		track.parent = ""
+	} else if opts.LeaveRunning && !opts.NoPreCopy {
 		var preM *repo.Manifest
 		pre, preM, preStats, err = preCopy(ctx, r, pid, ctr != nil, name, parent, meta, opts.Codec, opts.Progress, res)
 		if err != nil {
 			return nil, err
 		}
 		if pre != nil {
-			defer pre.Close()
+			if track == nil {
+				defer pre.Close()
+			}
 			parent = preM
 			defer func() {
 				if rerr := r.Remove(context.WithoutCancel(ctx), preM.ID()); rerr != nil {
@@ -130,7 +183,23 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 	}
 	pw := procstore.NewPageWriter(w)
 	pw.Progress = opts.Progress
-	dopts.PreCopy = pre
+	if pre != nil {
+		dopts.PreCopy = pre
+	}
+	if track != nil {
+		if dopts.PreCopy == nil {
+			dopts.PreCopy = dump.NewTracking()
+		}
+		dopts.KeepTracking = true
+		track.pc = dopts.PreCopy
+		// Whatever fails before the commit leaves trackers that describe
+		// no committed checkpoint.
+		defer func() {
+			if err != nil {
+				track.Close()
+			}
+		}()
+	}
 	if ctr != nil {
 		// The whole cgroup is frozen (after the pre-copy, which ran
 		// with the container running) until every task is seized.
@@ -172,12 +241,16 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 		}
 		return nil, fmt.Errorf("%w (the process was resumed)", err)
 	}
+	if track != nil {
+		track.parent = m.ID()
+	}
 	st := w.Stats()
 	st.NewChunks += preStats.NewChunks
 	st.NewBytes += preStats.NewBytes
 	st.StoredBytes += preStats.StoredBytes
 	st.DedupChunks += preStats.DedupChunks
 	res.Manifest, res.Tree, res.Stats = m, h.Tree, st
+	res.Read, res.Unchanged = pw.Counts()
 	if !opts.LeaveRunning {
 		if err := h.Finish(); err != nil {
 			res.Frozen = h.Frozen()

@@ -11,6 +11,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/repo"
@@ -29,7 +30,13 @@ type PageWriter struct {
 	objs map[int]*repo.ObjectWriter
 	// Progress, if set, is called with the bytes of each write.
 	Progress func(int64)
+
+	read, reused atomic.Uint64
 }
+
+// Counts returns the memory handed to the writer (read from the process)
+// and the memory declared unchanged since the parent checkpoint.
+func (p *PageWriter) Counts() (read, reused uint64) { return p.read.Load(), p.reused.Load() }
 
 // NewPageWriter returns a PageWriter over w.
 func NewPageWriter(w *repo.Writer) *PageWriter {
@@ -60,6 +67,7 @@ func (p *PageWriter) WritePages(pid int, addr uint64, b []byte) error {
 	if err := ow.WriteAt(b, addr); err != nil {
 		return fmt.Errorf("saving memory of %d at %#x: %w", pid, addr, err)
 	}
+	p.read.Add(uint64(len(b)))
 	if p.Progress != nil {
 		p.Progress(int64(len(b)))
 	}
@@ -80,6 +88,7 @@ func (p *PageWriter) FillPages(pid int, addr uint64, n int, read func(addr uint6
 	if err := ow.WriteFrom(addr, n, read); err != nil {
 		return err
 	}
+	p.read.Add(uint64(n))
 	if p.Progress != nil {
 		p.Progress(int64(n))
 	}
@@ -109,6 +118,7 @@ func (p *PageWriter) ReusePages(pid int, addr, n uint64) error {
 	if err := ow.ReuseParent(addr, n); err != nil {
 		return fmt.Errorf("memory of %d at %#x: %w", pid, addr, err)
 	}
+	p.reused.Add(n)
 	return nil
 }
 

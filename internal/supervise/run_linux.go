@@ -115,7 +115,8 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 	defer signal.Stop(sigs)
 	signal.Ignore(syscall.SIGINT) // the terminal sends it to the program too; it decides
 
-	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now(), cg: cg, veth: veth}
+	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now(), cg: cg, veth: veth, track: proccr.NewTracking()}
+	defer s.track.Close()
 	if s.pol.Mode == policy.ModeOff && o.Every > 0 {
 		s.pol.Mode, s.pol.Every = policy.ModeFixed, o.Every
 	}
@@ -151,6 +152,10 @@ type sup struct {
 	o     Options
 	job   *Job
 	pol   policy.Policy
+
+	// track keeps write trackers in the program between its checkpoints,
+	// so that each reads only the pages written since the previous one.
+	track *proccr.Tracking
 
 	runStart    time.Time         // of this run
 	baseRuntime time.Duration     // of earlier runs of the job
@@ -234,7 +239,7 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 // checkpoint dumps the program; with stop it is killed after the commit.
 func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	t0 := time.Now()
-	res, err := proccr.Dump(ctx, s.r, pid, proccr.DumpOptions{Name: s.o.Name, LeaveRunning: !stop, Container: s.cg, Veth: s.veth, Codec: s.o.Codec})
+	res, err := proccr.Dump(ctx, s.r, pid, proccr.DumpOptions{Name: s.o.Name, LeaveRunning: !stop, Container: s.cg, Veth: s.veth, Codec: s.o.Codec, Tracking: s.track})
 	if err != nil && res == nil {
 		return err
 	}
@@ -245,8 +250,11 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	s.job.LastCheckpoint, s.job.LastTime = res.Manifest.ID(), res.Manifest.Time
 	s.save()
 	frozen := fmt.Sprintf("frozen %v", res.Frozen.Round(time.Millisecond))
-	if res.PreCopied > 0 {
+	switch {
+	case res.PreCopied > 0:
 		frozen += " after a pre-copy of " + progress.Bytes(int64(res.PreCopied))
+	case res.Tracked:
+		frozen += fmt.Sprintf(", read %s written since the previous checkpoint (%s unchanged)", progress.Bytes(int64(res.Read)), progress.Bytes(int64(res.Unchanged)))
 	}
 	s.o.Logf("checkpoint %s (%s) in %v: %s new, %s", res.Manifest.Ref(), res.Manifest.ID()[:12], time.Since(t0).Round(time.Millisecond), progress.Bytes(res.Stats.NewBytes), frozen)
 	if s.o.Keep > 0 {
@@ -349,6 +357,7 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 					return code, nil
 				}
 				s.job.Restarts++
+				s.track.Close() // its processes are gone
 				s.o.Logf("program died of %s; restart %d of %d in %v", unix.SignalName(sig), s.job.Restarts, s.o.MaxRestarts, backoff)
 				select {
 				case <-time.After(backoff):
