@@ -91,9 +91,10 @@ func main() {
 				r.rssD, r.rssR = max(r.rssD, r1), max(r.rssR, r2)
 				line := fmt.Sprintf("rep %d: %s %s: dd %s, ckpt dump %s restore %s", i+1, t, d, secs(r.dd[i]), secs(t1), secs(t2))
 				if *criu != "" {
-					c1, c2, size := runCRIU(*criu, memfill, d, t)
-					r.cd, r.cr, r.cimg = append(r.cd, c1), append(r.cr, c2), size
-					line += fmt.Sprintf(", CRIU dump %s restore %s (ratio %.2f / %.2f)", secs(c1), secs(c2), t1.Seconds()/c1.Seconds(), t2.Seconds()/c2.Seconds())
+					c1, cs, c2, size := runCRIU(*criu, memfill, d, t)
+					r.cd, r.cds, r.cr, r.cimg = append(r.cd, c1), append(r.cds, cs), append(r.cr, c2), size
+					line += fmt.Sprintf(", CRIU dump %s (%s with fsync) restore %s (ratio %.2f, %.2f against fsynced / %.2f)", secs(c1), secs(cs), secs(c2),
+						t1.Seconds()/c1.Seconds(), t1.Seconds()/cs.Seconds(), t2.Seconds()/c2.Seconds())
 				}
 				fmt.Fprintf(os.Stderr, "%s [load %s]\n", line, loadavg())
 			}
@@ -119,16 +120,16 @@ func main() {
 			rows = append(rows, r.row(fmt.Sprintf("redis %d MiB", *redis), d, *criu != ""))
 		}
 	}
-	fmt.Println("Times are median (min–max) of", *reps, "runs; ckpt chunks are fsynced, CRIU's images are not.")
+	fmt.Println("Times are median (min–max) of", *reps, "runs; ckpt chunks are fsynced, CRIU's images are not (\"CRIU dump + fsync\" fsyncs them after its dump).")
 	fmt.Println()
 	fmt.Print("| memory | repo on | dd (fsync) | ckpt dump | ckpt restore | ckpt image | ckpt peak RSS (dump / restore) |")
 	if *criu != "" {
-		fmt.Print(" CRIU dump | CRIU restore | CRIU image | ratio dump | ratio restore |")
+		fmt.Print(" CRIU dump | CRIU dump + fsync | CRIU restore | CRIU image | ratio dump | ratio dump, both fsynced | ratio restore |")
 	}
 	fmt.Println()
 	fmt.Print("|---|---|---|---|---|---|---|")
 	if *criu != "" {
-		fmt.Print("---|---|---|---|---|")
+		fmt.Print("---|---|---|---|---|---|---|")
 	}
 	fmt.Println()
 	for _, r := range rows {
@@ -152,6 +153,7 @@ func (s shape) String() string {
 // result holds one row's repetitions.
 type result struct {
 	dd, dump, rest, cd, cr []time.Duration
+	cds                    []time.Duration // CRIU dump + fsync of its images
 	img, cimg, rssD, rssR  int64
 }
 
@@ -163,8 +165,13 @@ func (r *result) row(what, dir string, criu bool) string {
 	row := fmt.Sprintf("| %s | %s | %s | %s | %s | %d MiB | %d / %d MiB |",
 		what, dir, dd, spread(r.dump), spread(r.rest), r.img>>20, r.rssD>>20, r.rssR>>20)
 	if criu {
-		row += fmt.Sprintf(" %s | %s | %d MiB | **%.2f** | **%.2f** |", spread(r.cd), spread(r.cr), r.cimg>>20,
-			stats.Median(r.dump).Seconds()/stats.Median(r.cd).Seconds(), stats.Median(r.rest).Seconds()/stats.Median(r.cr).Seconds())
+		synced, ratio := "–", "–"
+		if len(r.cds) > 0 {
+			synced = spread(r.cds)
+			ratio = fmt.Sprintf("%.2f", stats.Median(r.dump).Seconds()/stats.Median(r.cds).Seconds())
+		}
+		row += fmt.Sprintf(" %s | %s | %s | %d MiB | **%.2f** | %s | **%.2f** |", spread(r.cd), synced, spread(r.cr), r.cimg>>20,
+			stats.Median(r.dump).Seconds()/stats.Median(r.cd).Seconds(), ratio, stats.Median(r.rest).Seconds()/stats.Median(r.cr).Seconds())
 	}
 	return row
 }
@@ -335,7 +342,9 @@ func finish(pid int, out, who string) {
 	}
 }
 
-func runCRIU(criu, memfill, dir string, t shape) (time.Duration, time.Duration, int64) {
+// runCRIU returns CRIU's dump time, the dump time with its images fsynced
+// after, its restore time and its image size.
+func runCRIU(criu, memfill, dir string, t shape) (time.Duration, time.Duration, time.Duration, int64) {
 	img := filepath.Join(dir, "criu-bench-img")
 	os.RemoveAll(img)
 	check(os.MkdirAll(img, 0o700))
@@ -363,13 +372,37 @@ func runCRIU(criu, memfill, dir string, t shape) (time.Duration, time.Duration, 
 	pid := cmd.Process.Pid
 	// dump kills the process after writing its images (no --leave-running).
 	td, _, _ := timed(criu, "dump", "-t", strconv.Itoa(pid), "-D", img, "-o", "dump.log")
+	// CRIU does not fsync its images; ckpt does. Making them durable
+	// afterwards gives the durable-against-durable figure.
+	t0 := time.Now()
+	syncTree(img)
+	tds := td + time.Since(t0)
 	cmd.Wait()
 	reapAll()
 	size := duBytes(img)
 	// -d: criu exits once the tree runs; we (a subreaper) inherit it.
 	tr, _, _ := timed(criu, "restore", "-D", img, "-d", "-o", "restore.log")
 	finish(pid, logf, "CRIU")
-	return td, tr, size
+	return td, tds, tr, size
+}
+
+// syncTree fsyncs every file under dir, then dir.
+func syncTree(dir string) {
+	check(filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	}))
+	d, err := os.Open(dir)
+	check(err)
+	check(d.Sync())
+	d.Close()
 }
 
 func duBytes(dir string) int64 {

@@ -97,6 +97,13 @@ func newRunCommand(g *globalOptions) *cobra.Command {
     coordinator checkpoints as one (docs/GROUP.md).
 
 Between checkpoints the program runs at full speed: no tracer, no wrappers.
+After the first checkpoint the kernel tracks which pages the program writes
+(userfaultfd write-protection, resolved by the kernel itself): each later
+checkpoint reads only those, and the first write to a page after a
+checkpoint costs the program ~1 µs once. Memory with transparent huge pages
+is not tracked (it is read whole), so the program keeps its huge pages.
+--no-track reads all memory at every checkpoint instead.
+
 Without --name the run gets a fresh name and never resumes anything it did
 not start itself. 'ckpt ps' lists jobs.`,
 		Example: `  ckpt run --name sim --every 10m -- ./simulate input.dat
@@ -173,6 +180,7 @@ not start itself. 'ckpt ps' lists jobs.`,
 	c.Flags().BoolVar(&o.Isolate, "isolate", false, "run CMD as a container: PID 1 of new PID, mount, UTS, IPC, network and time namespaces in a cgroup v2 group, checkpointed whole (docs/CONTAINERS.md)")
 	c.Flags().StringVar(&o.Hostname, "hostname", "", "hostname inside an --isolate container (default: the job name)")
 	c.Flags().StringVar(&o.Veth, "veth", "", "give an --isolate container a veth pair to the host: HOST_CIDR,CONTAINER_CIDR (e.g. 10.200.0.1/24,10.200.0.2/24); default: loopback only")
+	c.Flags().BoolVar(&o.NoTrack, "no-track", false, "do not track the program's writes between checkpoints: each checkpoint reads (and hashes) all its memory")
 	c.Flags().IntVar(&o.MaxRestarts, "max-restarts", 5, "crashes to recover from before giving up")
 	c.Flags().DurationVar(&o.Backoff, "backoff", time.Second, "wait before the first restore after a crash (doubles each time)")
 	pf.addFlags(c)

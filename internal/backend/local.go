@@ -28,12 +28,16 @@ const (
 //	chunks/ab/abcdef…   (256 fan-out directories, made by Create)
 //	manifests/<id>
 //	levels/<id>.<level>
-//	tmp/                (blobs being written; renamed into place at Sync)
+//	tmp/                (blobs other than chunks being written; renamed into place at Sync)
 //	locks/              (advisory lock files)
 //
-// A Save writes a file in tmp/; Sync fsyncs those files, renames them into
-// place and fsyncs every directory that changed, so a blob is visible only
-// once its bytes are durable.
+// A Save writes a file in tmp/ (a chunk: chunks/ab/.tmp-…); Sync fsyncs
+// those files, renames them into place and fsyncs every directory that
+// changed, so a blob is visible only once its bytes are durable. Chunks are fsynced and renamed in the
+// background as soon as they are written (a dump's chunks become durable
+// while it reads the next ones, and Sync waits only for the last); a chunk
+// nothing refers to yet is harmless, unlike a manifest, so the other kinds
+// wait for Sync.
 type Local struct {
 	fs   vfs.FS
 	root string
@@ -41,6 +45,15 @@ type Local struct {
 	mu      sync.Mutex
 	pending []pendingFile
 	dirty   map[string]bool // directories whose entries changed since the last Sync
+
+	// Chunks being made durable in the background (under mu): their count
+	// (done is signalled when it drops to zero), the errors, and the
+	// temporary files of those that failed.
+	inflight int
+	done     *sync.Cond
+	bgErrs   []error
+	bgFailed []string
+	bgSem    chan struct{}
 
 	locks locker
 }
@@ -108,7 +121,8 @@ func OpenLocal(fsys vfs.FS, root string) (*Local, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", root)
 	}
-	l := &Local{fs: fsys, root: root, dirty: map[string]bool{}}
+	l := &Local{fs: fsys, root: root, dirty: map[string]bool{}, bgSem: make(chan struct{}, bgSyncParallelism)}
+	l.done = sync.NewCond(&l.mu)
 	if fsys == vfs.OS {
 		l.locks = flockLocker{dir: filepath.Join(root, "locks")}
 	} else {
@@ -167,6 +181,9 @@ func (l *Local) Save(ctx context.Context, h Handle, data []byte) error {
 		return err
 	}
 	tmp := filepath.Join(l.root, "tmp", hex.EncodeToString(rnd[:]))
+	if h.Kind == Chunk {
+		tmp = filepath.Join(filepath.Dir(final), tmpPrefix+hex.EncodeToString(rnd[:]))
+	}
 	f, err := l.fs.Create(tmp, FileMode)
 	if err != nil {
 		return fmt.Errorf("saving %s: %w", h, err)
@@ -177,10 +194,67 @@ func (l *Local) Save(ctx context.Context, h Handle, data []byte) error {
 		return fmt.Errorf("saving %s: %w", h, err)
 	}
 	startWriteback(f)
+	p := pendingFile{f: f, tmp: tmp, final: final}
 	l.mu.Lock()
-	l.pending = append(l.pending, pendingFile{f: f, tmp: tmp, final: final})
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	if h.Kind != Chunk {
+		l.pending = append(l.pending, p)
+		return nil
+	}
+	l.inflight++
+	go l.syncInBackground(p)
 	return nil
+}
+
+// tmpPrefix starts the name of a chunk being written, in its own fan-out
+// directory: renamed within one directory, chunks written by several
+// workers do not all contend for tmp/ (a rename between two directories
+// locks both), and ext4 allocates their inodes in the groups of 256
+// directories instead of one.
+const tmpPrefix = ".tmp-"
+
+// bgSyncParallelism bounds the chunks fsynced at once in the background:
+// concurrent fsyncs share the filesystem's journal commits.
+const bgSyncParallelism = 16
+
+// syncInBackground makes one chunk durable and renames it into place.
+func (l *Local) syncInBackground(p pendingFile) {
+	l.bgSem <- struct{}{}
+	err := p.f.Sync()
+	if cerr := p.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = l.fs.Rename(p.tmp, p.final)
+	}
+	<-l.bgSem
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.bgErrs = append(l.bgErrs, err)
+		l.bgFailed = append(l.bgFailed, p.tmp)
+	} else {
+		l.dirty[filepath.Dir(p.final)] = true
+	}
+	if l.inflight--; l.inflight == 0 {
+		l.done.Broadcast()
+	}
+}
+
+// waitBackground waits for the chunks being made durable and returns (and
+// forgets) their errors, removing the files that failed.
+func (l *Local) waitBackground() error {
+	l.mu.Lock()
+	for l.inflight > 0 {
+		l.done.Wait()
+	}
+	errs, failed := l.bgErrs, l.bgFailed
+	l.bgErrs, l.bgFailed = nil, nil
+	l.mu.Unlock()
+	for _, tmp := range failed {
+		l.fs.Remove(tmp)
+	}
+	return errors.Join(errs...)
 }
 
 // syncParallelism bounds concurrent fsyncs: enough to let the filesystem
@@ -188,6 +262,9 @@ func (l *Local) Save(ctx context.Context, h Handle, data []byte) error {
 const syncParallelism = 8
 
 func (l *Local) Sync(ctx context.Context) error {
+	if err := l.waitBackground(); err != nil {
+		return fmt.Errorf("syncing %s: %w", l.Location(), err)
+	}
 	l.mu.Lock()
 	pending := l.pending
 	l.pending = nil
@@ -392,18 +469,33 @@ func (l *Local) List(ctx context.Context, k Kind, fn func(Info) error) error {
 	return nil
 }
 
-// CleanTmp removes leftovers of writers that died before their Sync. Only
-// call it while holding the exclusive repository lock.
+// CleanTmp removes leftovers of writers that died before their Sync: files
+// in tmp/ and chunks being written in the fan-out directories. Only call
+// it while holding the exclusive repository lock.
 func (l *Local) CleanTmp(ctx context.Context) (int, error) {
-	dir := filepath.Join(l.root, "tmp")
-	ents, err := l.fs.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, e := range ents {
-		if err := l.fs.Remove(filepath.Join(dir, e.Name())); err == nil {
-			n++
+	remove := func(dir string, match func(string) bool) error {
+		ents, err := l.fs.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if match(e.Name()) && l.fs.Remove(filepath.Join(dir, e.Name())) == nil {
+				n++
+			}
+		}
+		return nil
+	}
+	if err := remove(filepath.Join(l.root, "tmp"), func(string) bool { return true }); err != nil {
+		return n, err
+	}
+	for i := 0; i < 256; i++ {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		dir := filepath.Join(l.root, "chunks", fmt.Sprintf("%02x", i))
+		if err := remove(dir, func(name string) bool { return strings.HasPrefix(name, tmpPrefix) }); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, err
 		}
 	}
 	return n, nil
@@ -417,6 +509,8 @@ func (l *Local) Lock(ctx context.Context, name string, exclusive bool) (Unlocker
 }
 
 func (l *Local) Close() error {
+	// Chunks already on their way become durable orphans, which gc removes.
+	_ = l.waitBackground()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, p := range l.pending {

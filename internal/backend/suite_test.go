@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -132,5 +133,66 @@ func TestLocalSaveInvisibleUntilSync(t *testing.T) {
 	fsys.Crash()
 	if got, err := be2.Load(ctx, h); err != nil || string(got) != "y" {
 		t.Fatalf("synced save lost: %q %v", got, err)
+	}
+}
+
+// TestLocalChunksDurableAtSync: chunks are made durable in the background,
+// but Sync still waits for every one and reports their failures; CleanTmp
+// removes the leftovers of writers that died (in tmp/ and .tmp- chunk
+// files) and nothing else.
+func TestLocalChunksDurableAtSync(t *testing.T) {
+	ctx := context.Background()
+	fsys := vfs.NewCrashableMem()
+	be, err := CreateLocal(fsys, "/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hs []Handle
+	for i := 0; i < 50; i++ {
+		h := Handle{Kind: Chunk, Name: fmt.Sprintf("%02x%062x", i, i)}
+		if err := be.Save(ctx, h, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	if err := be.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fsys.Crash()
+	for _, h := range hs {
+		if b, err := be.Load(ctx, h); err != nil || len(b) != 1 {
+			t.Fatalf("%s after Sync and a crash: %q %v", h, b, err)
+		}
+	}
+
+	// The file system fails from the next operation on: Sync says so.
+	fsys.SetCrashAfter(3)
+	for i := 0; i < 5; i++ {
+		_ = be.Save(ctx, Handle{Kind: Chunk, Name: fmt.Sprintf("aa%062x", i)}, []byte("x"))
+	}
+	if err := be.Sync(ctx); err == nil {
+		t.Fatal("Sync succeeded although the chunks could not be made durable")
+	}
+	fsys.Crash()
+
+	be, err = OpenLocal(fsys, "/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"/r/tmp/0123", "/r/chunks/ab/" + tmpPrefix + "0123"} {
+		w, err := fsys.Create(f, FileMode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+	n, err := be.CleanTmp(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("CleanTmp removed %d files (%v), want the 2 leftovers", n, err)
+	}
+	for _, h := range hs {
+		if _, err := be.Stat(ctx, h); err != nil {
+			t.Fatalf("CleanTmp removed chunk %s: %v", h, err)
+		}
 	}
 }

@@ -13,6 +13,8 @@ const (
 	// ioctl numbers: _IOWR(0xAA, nr, struct).
 	uffdioAPI      = 0xc018aa3f // UFFDIO_API, struct uffdio_api (24 bytes)
 	uffdioRegister = 0xc020aa00 // UFFDIO_REGISTER, struct uffdio_register (32 bytes)
+	// UFFDIO_UNREGISTER: _IOR(0xAA, 1, struct uffdio_range) (16 bytes).
+	uffdioUnregister = 0x8010aa01
 	// UFFDIO_WRITEPROTECT (0xc018aa06) is not used: it would install
 	// markers over holes too, allocating page tables for whole ranges;
 	// PAGEMAP_SCAN with PM_SCAN_WP_MATCHING protects instead.
@@ -40,6 +42,9 @@ type uffdioAPIArg struct{ API, Features, Ioctls uint64 }
 
 // uffdioRegisterArg is struct uffdio_register.
 type uffdioRegisterArg struct{ Start, Len, Mode, Ioctls uint64 }
+
+// uffdioRangeArg is struct uffdio_range.
+type uffdioRangeArg struct{ Start, Len uint64 }
 
 // pmScanArg is struct pm_scan_arg.
 type pmScanArg struct {

@@ -28,6 +28,10 @@ func uffdRegister(fd int, a *uffdioRegisterArg) error {
 	return ioctl(fd, uffdioRegister, unsafe.Pointer(a))
 }
 
+func uffdUnregister(fd int, a *uffdioRangeArg) error {
+	return ioctl(fd, uffdioUnregister, unsafe.Pointer(a))
+}
+
 // scan runs PAGEMAP_SCAN on the pagemap fd with vec as the result buffer
 // and returns the number of regions filled.
 func scan(fd int, a *pmScanArg, vec []pageRegion) (int, error) {

@@ -46,6 +46,14 @@ type Tracker struct {
 	// Registered counts the mapping parts registered so far (first Collect
 	// and new mappings).
 	Registered int
+
+	// SpareHugePages leaves alone the mappings that hold or are advised for
+	// transparent huge pages (reported whole by every Collect, unregistered
+	// if they were registered before they got huge pages): the first write
+	// to a write-protected huge page splits it, and khugepaged does not
+	// collapse registered mappings again, so a tracker kept between
+	// checkpoints would take the program's huge pages for good.
+	SpareHugePages bool
 }
 
 // Start creates the userfaultfd that will track pid's writes. The target
@@ -157,17 +165,22 @@ func (t *Tracker) Collect() ([]Range, error) {
 	if t.uffd < 0 {
 		return nil, errors.New("dirty: tracker closed")
 	}
-	b, err := procfs.Read(t.pid, "maps")
-	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", t.pid, err)
-	}
-	maps, err := procfs.ParseMaps(b)
+	maps, err := t.maps()
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", t.pid, err)
 	}
 	var dirty, reg []Range
 	for _, e := range maps {
-		if !Trackable(e) {
+		if !Trackable(e.MapEntry) {
+			continue
+		}
+		if t.SpareHugePages && (e.AnonHugePages > 0 || e.HasFlag("hg")) {
+			for _, p := range split(Range{e.Start, e.End - e.Start}, t.reg) {
+				if p.registered {
+					_ = uffdUnregister(t.uffd, &uffdioRangeArg{Start: p.Addr, Len: p.Len})
+				}
+			}
+			dirty = appendRange(dirty, Range{e.Start, e.End - e.Start})
 			continue
 		}
 		for _, p := range split(Range{e.Start, e.End - e.Start}, t.reg) {
@@ -194,6 +207,28 @@ func (t *Tracker) Collect() ([]Range, error) {
 	}
 	t.reg = reg
 	return dirty, nil
+}
+
+// maps lists the process's mappings; with SpareHugePages from smaps, which
+// tells which hold huge pages.
+func (t *Tracker) maps() ([]procfs.SmapsEntry, error) {
+	if t.SpareHugePages {
+		b, err := procfs.Read(t.pid, "smaps")
+		if err != nil {
+			return nil, err
+		}
+		return procfs.ParseSmaps(b)
+	}
+	b, err := procfs.Read(t.pid, "maps")
+	if err != nil {
+		return nil, err
+	}
+	ms, err := procfs.ParseMaps(b)
+	out := make([]procfs.SmapsEntry, len(ms))
+	for i, m := range ms {
+		out[i].MapEntry = m
+	}
+	return out, err
 }
 
 // written appends the written pages of r (one registered mapping part) to

@@ -35,6 +35,19 @@ type PreCopy struct {
 	// Untracked lists processes whose writes cannot be tracked (and why):
 	// the frozen dump reads them whole.
 	Untracked []string
+
+	spareHuge bool // see SpareHugePages
+}
+
+// SpareHugePages makes the trackers leave transparent huge pages alone
+// (dirty.Tracker.SpareHugePages): mappings with huge pages are read whole
+// by every dump instead of tracked. For trackers kept between checkpoints
+// (KeepTracking); call it before Copy.
+func (pc *PreCopy) SpareHugePages() {
+	pc.spareHuge = true
+	for _, p := range pc.procs {
+		p.tk.SpareHugePages = true
+	}
 }
 
 type preProc struct {
@@ -47,8 +60,8 @@ type preProc struct {
 
 // NewTracking returns a PreCopy that tracks nothing yet, for a first dump
 // with Options.KeepTracking: that dump reads every page and leaves a
-// tracker in each process.
-func NewTracking() *PreCopy { return &PreCopy{procs: map[int]*preProc{}} }
+// tracker in each process, sparing huge pages (SpareHugePages).
+func NewTracking() *PreCopy { return &PreCopy{procs: map[int]*preProc{}, spareHuge: true} }
 
 // StartPreCopy stops the tree rooted at pid for the time it takes to
 // create a write tracker in each process (one injected userfaultfd and
@@ -295,6 +308,7 @@ func (pc *PreCopy) retrack(h *Handle, p *proc, saved []dirty.Range) error {
 		if err != nil {
 			return err
 		}
+		tk.SpareHugePages = pc.spareHuge
 		pp = &preProc{tk: tk}
 		pc.procs[p.pid] = pp
 	}

@@ -161,7 +161,7 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 		track.parent = ""
 	} else if opts.LeaveRunning && !opts.NoPreCopy {
 		var preM *repo.Manifest
-		pre, preM, preStats, err = preCopy(ctx, r, pid, ctr != nil, name, parent, meta, opts.Codec, opts.Progress, res)
+		pre, preM, preStats, err = preCopy(ctx, r, pid, ctr != nil, track != nil, name, parent, meta, opts.Codec, opts.Progress, res)
 		if err != nil {
 			return nil, err
 		}
@@ -262,10 +262,11 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 }
 
 // preCopy arms write trackers in the running tree and copies its memory
-// into a pre-copy checkpoint. It returns a nil PreCopy, with the reason in
+// into a pre-copy checkpoint; keep: the trackers will be kept after the
+// dump (Tracking). It returns a nil PreCopy, with the reason in
 // res.PreCopyNote, when writes cannot be tracked or the copy failed for a
 // reason the plain dump may not have; errors of the context are returned.
-func preCopy(ctx context.Context, r *repo.Repository, pid int, container bool, name string, parent *repo.Manifest, meta map[string]string, codec repo.Codec,
+func preCopy(ctx context.Context, r *repo.Repository, pid int, container, keep bool, name string, parent *repo.Manifest, meta map[string]string, codec repo.Codec,
 	progress func(int64), res *DumpResult) (*dump.PreCopy, *repo.Manifest, repo.WriteStats, error) {
 	start := dump.StartPreCopy
 	if container {
@@ -280,6 +281,9 @@ func preCopy(ctx context.Context, r *repo.Repository, pid int, container bool, n
 		return nil, nil, repo.WriteStats{}, nil
 	}
 	res.ArmStop = pc.ArmStop
+	if keep {
+		pc.SpareHugePages() // the trackers outlive this dump
+	}
 	pmeta := map[string]string{MetaPreCopy: "true", repo.MetaIncomplete: "pre-copy"}
 	for k, v := range meta {
 		pmeta[k] = v

@@ -551,7 +551,20 @@ func Children(pid int) ([]int, error) {
 // bytes (the kB figures times 1024).
 type SmapsEntry struct {
 	MapEntry
-	Rss, Swap, Anonymous uint64
+	Rss, Swap, Anonymous, AnonHugePages uint64
+	// VmFlags are the area's two-letter flags ("rd wr mr mw me ac hg").
+	VmFlags []string
+}
+
+// HasFlag reports whether VmFlags holds f ("hg": advised for transparent
+// huge pages).
+func (e SmapsEntry) HasFlag(f string) bool {
+	for _, x := range e.VmFlags {
+		if x == f {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseSmaps parses /proc/PID/smaps: a maps line followed by "Key: N kB"
@@ -580,7 +593,9 @@ func ParseSmaps(data []byte) ([]SmapsEntry, error) {
 			return nil, errf("smaps", n, "%s before any area", k)
 		}
 		switch k {
-		case "Rss", "Swap", "Anonymous":
+		case "VmFlags":
+			out[len(out)-1].VmFlags = strings.Fields(v)
+		case "Rss", "Swap", "Anonymous", "AnonHugePages":
 			f := strings.Fields(v)
 			if len(f) != 2 || f[1] != "kB" {
 				return nil, errf("smaps", n, "%s %q: want \"N kB\"", k, trunc(v))
@@ -597,6 +612,8 @@ func ParseSmaps(data []byte) ([]SmapsEntry, error) {
 				e.Swap = x * 1024
 			case "Anonymous":
 				e.Anonymous = x * 1024
+			case "AnonHugePages":
+				e.AnonHugePages = x * 1024
 			}
 		}
 	}

@@ -212,6 +212,11 @@ Size:          268435456 kB
 Rss:                   0 kB
 Swap:                  4 kB
 VmFlags: mr mw me nr sd 
+7f4000000000-7f4000400000 rw-p 00000000 00:00 0 
+Size:               4096 kB
+Rss:                4096 kB
+AnonHugePages:      4096 kB
+VmFlags: rd wr mr mw me ac hg 
 `
 
 func TestParseSmaps(t *testing.T) {
@@ -219,8 +224,11 @@ func TestParseSmaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s) != 2 || s[0].Rss != 8192 || s[0].Path != "/usr/bin/cat" || s[1].Rss != 0 || s[1].Swap != 4096 || s[1].End != 0x7f4000000000 {
+	if len(s) != 3 || s[0].Rss != 8192 || s[0].Path != "/usr/bin/cat" || s[1].Rss != 0 || s[1].Swap != 4096 || s[1].End != 0x7f4000000000 {
 		t.Errorf("%+v", s)
+	}
+	if len(s) == 3 && (s[1].HasFlag("hg") || s[1].AnonHugePages != 0 || !s[2].HasFlag("hg") || s[2].AnonHugePages != 4<<20) {
+		t.Errorf("huge pages: %+v", s)
 	}
 	for _, bad := range []string{"Rss: 4 kB\n", "10-20 r--p 0 00:00 0\nRss: x kB\n", "10-20 r--p 0 00:00 0\nRss: 4\n", "10-zz r--p 0 00:00 0\n"} {
 		if _, err := ParseSmaps([]byte(bad)); err == nil {

@@ -172,9 +172,14 @@ func checkCPU(tree *image.Tree) error {
 }
 
 // waitPIDsFree checks every PID and TID of the image: one held by a zombie is
-// waited for (bounded), one held by a live task is an error.
+// waited for (bounded), one held by a live task is an error. A PID also
+// stays taken while it is the process group or session of any task (a
+// killed tree's group leader, reaped, whose killed children are zombies
+// not yet reaped by init): that too is waited for while those tasks are
+// dying, and an error when one of them lives.
 func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
+	var groups map[int]procfs.Stat // PGIDs and SIDs in use, read once, again while waiting
 	for _, p := range tree.Processes {
 		ids := []int{p.PID}
 		for _, t := range p.Threads {
@@ -185,12 +190,22 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 		for _, id := range ids {
 			for {
 				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id))
-				if err != nil {
-					break
-				}
-				st, perr := procfs.ParseStat(b)
-				if perr == nil && st.State != 'Z' && st.State != 'X' {
-					return fmt.Errorf("PID %d is used by process %d (%s): %w", id, st.PID, st.Comm, ErrPIDInUse)
+				if err == nil {
+					st, perr := procfs.ParseStat(b)
+					if perr == nil && st.State != 'Z' && st.State != 'X' {
+						return fmt.Errorf("PID %d is used by process %d (%s): %w", id, st.PID, st.Comm, ErrPIDInUse)
+					}
+				} else {
+					if groups == nil {
+						groups = groupsInUse()
+					}
+					st, held := groups[id]
+					if !held {
+						break
+					}
+					if st.State != 'Z' && st.State != 'X' {
+						return fmt.Errorf("PID %d is the process group or session of process %d (%s): %w", id, st.PID, st.Comm, ErrPIDInUse)
+					}
 				}
 				if time.Now().After(deadline) {
 					return fmt.Errorf("PID %d is still held by an unreaped zombie: %w", id, ErrPIDInUse)
@@ -199,10 +214,37 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 					return err
 				}
 				time.Sleep(5 * time.Millisecond)
+				groups = nil
 			}
 		}
 	}
 	return nil
+}
+
+// groupsInUse maps each process group and session ID to one process in it
+// (a live one if there is any).
+func groupsInUse() map[int]procfs.Stat {
+	out := map[int]procfs.Stat{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		st, err := procfs.ParseStat(b)
+		if err != nil {
+			continue
+		}
+		for _, g := range []int{st.PGID, st.SID} {
+			if old, ok := out[g]; !ok || old.State == 'Z' || old.State == 'X' {
+				out[g] = st
+			}
+		}
+	}
+	return out
 }
 
 func hashBytes(b []byte) string {

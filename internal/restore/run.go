@@ -501,7 +501,7 @@ func (r *restorer) clone(parent *ptrace.Injector, args *ptrace.CloneArgs, id int
 	got, err := parent.Syscall(unix.SYS_CLONE3, r.scratch+offClone, 88)
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return 0, fmt.Errorf("PID %d is taken: %w", id, ErrPIDInUse)
+			return 0, fmt.Errorf("PID %d is taken%s: %w", id, holder(id), ErrPIDInUse)
 		}
 		return 0, err
 	}
@@ -530,4 +530,17 @@ func (r *restorer) clone(parent *ptrace.Injector, args *ptrace.CloneArgs, id int
 		}
 	}
 	return host, nil
+}
+
+// holder describes the task that holds PID id, for an error message.
+func holder(id int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id))
+	if err != nil {
+		return ""
+	}
+	st, err := procfs.ParseStat(b)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" by %s (state %c, parent %d)", st.Comm, st.State, st.PPID)
 }

@@ -51,6 +51,9 @@ type Options struct {
 	// its hostname (default: Name).
 	Isolate  bool
 	Hostname string
+	// NoTrack turns off the write trackers kept in the program between
+	// checkpoints (proccr.Tracking): every checkpoint reads all memory.
+	NoTrack bool
 	// Veth gives the container a veth pair to the host:
 	// HOST_CIDR,CONTAINER_CIDR (container.ParseVeth). Empty: loopback only.
 	Veth string
@@ -115,8 +118,11 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 	defer signal.Stop(sigs)
 	signal.Ignore(syscall.SIGINT) // the terminal sends it to the program too; it decides
 
-	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now(), cg: cg, veth: veth, track: proccr.NewTracking()}
-	defer s.track.Close()
+	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now(), cg: cg, veth: veth}
+	if !o.NoTrack {
+		s.track = proccr.NewTracking()
+		defer s.track.Close()
+	}
 	if s.pol.Mode == policy.ModeOff && o.Every > 0 {
 		s.pol.Mode, s.pol.Every = policy.ModeFixed, o.Every
 	}
