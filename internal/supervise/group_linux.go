@@ -122,6 +122,10 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 	}
 
 	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now()}
+	if !o.NoTrack {
+		s.track = proccr.NewTracking()
+		defer s.track.Close()
+	}
 	var pid int
 	committed := w.Round
 	if w.Checkpoint != "" {
