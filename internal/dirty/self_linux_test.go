@@ -194,3 +194,58 @@ func huge(t *testing.T, addr uintptr) uint64 {
 	t.Fatalf("no mapping at %#x", addr)
 	return 0
 }
+
+// TestMremapOntoTrackedRange: a mapping moved (mremap) onto the exact range
+// of a tracked mapping that was unmapped holds other bytes at the same
+// addresses although none of its pages was written since the last
+// Collect: the kernel drops the moved mapping's registration (no
+// UFFD_FEATURE_EVENT_REMAP), so Collect reports the range whole instead of
+// unchanged. A kept tracker relies on this (realloc moves big blocks).
+func TestMremapOntoTrackedRange(t *testing.T) {
+	tr, err := StartSelf()
+	if errors.Is(err, ErrUnavailable) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	const size = 64 * PageSize
+	a, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < size; i += PageSize {
+		a[i], b[i] = 'a', 'b'
+	}
+	at := uint64(uintptr(unsafe.Pointer(&a[0])))
+	if _, err := tr.Collect(); err != nil { // arms both
+		t.Fatal(err)
+	}
+	if got, err := tr.Collect(); err != nil || covers(got, Range{at, size}) {
+		t.Fatalf("untouched mapping reported written: %v", err)
+	}
+	if err := unix.Munmap(a); err != nil {
+		t.Fatal(err)
+	}
+	// b moves onto a's range: same addresses, other bytes.
+	moved, err := unix.MremapPtr(unsafe.Pointer(&b[0]), size, unsafe.Pointer(&a[0]), size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED)
+	if err != nil || moved != unsafe.Pointer(&a[0]) {
+		t.Fatalf("mremap: %v (at %p)", err, moved)
+	}
+	defer unix.Munmap(a)
+	if a[0] != 'b' {
+		t.Fatalf("moved mapping reads %q", a[0])
+	}
+	got, err := tr.Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !covers(got, Range{at, size}) {
+		t.Fatalf("a mapping moved onto a tracked range is not reported whole: %v", got)
+	}
+}

@@ -56,6 +56,9 @@ type preProc struct {
 	// collected: the tracker was collected (and so re-protected) during
 	// the current freeze (Options.KeepTracking).
 	collected bool
+	// pending: written pages collected while the tree ran
+	// (CollectWritten) and not copied since; the frozen pass reads them.
+	pending []dirty.Range
 }
 
 // NewTracking returns a PreCopy that tracks nothing yet, for a first dump
@@ -241,22 +244,31 @@ func (c *copier) run(mem *ptrace.Mem) func(m *image.Mapping, addr uint64, n int)
 			for j < n && c.within.Contains(addr+uint64(j)*image.PageSize) {
 				j++
 			}
-			if c.buf == nil {
-				c.buf = make([]byte, batch)
-			}
-			b := c.buf[:(j-i)*image.PageSize]
-			if err := mem.Read(a, b); err == nil {
-				if err := c.pw.WritePages(c.pid, a, b); err != nil {
-					return fmt.Errorf("process %d: saving pages at %#x: %w", c.pid, a, err)
-				}
-				c.copied = append(c.copied, dirty.Range{Addr: a, Len: uint64(len(b))})
-			} else if gone(c.pid) {
-				return fmt.Errorf("process %d exited during the pre-copy", c.pid)
+			if err := c.read(mem, a, j-i); err != nil {
+				return err
 			}
 			i = j
 		}
 		return nil
 	}
+}
+
+// read copies n pages at a of the running process into the page writer,
+// unless they went away meanwhile.
+func (c *copier) read(mem *ptrace.Mem, a uint64, n int) error {
+	if c.buf == nil {
+		c.buf = make([]byte, batch)
+	}
+	b := c.buf[:n*image.PageSize]
+	if err := mem.Read(a, b); err == nil {
+		if err := c.pw.WritePages(c.pid, a, b); err != nil {
+			return fmt.Errorf("process %d: saving pages at %#x: %w", c.pid, a, err)
+		}
+		c.copied = append(c.copied, dirty.Range{Addr: a, Len: uint64(len(b))})
+	} else if gone(c.pid) {
+		return fmt.Errorf("process %d exited during the pre-copy", c.pid)
+	}
+	return nil
 }
 
 // frozenPass is what dumpPages needs from a pre-copy for one process.
@@ -291,7 +303,117 @@ func (pc *PreCopy) forProcess(pid int, pw image.PageWriter) (*frozenPass, error)
 		return nil, fmt.Errorf("process %d: collecting written pages: %w", pid, err)
 	}
 	p.collected = true
+	if p.pending != nil {
+		d, p.pending = unionRanges(d, p.pending), nil
+	}
 	return &frozenPass{reuse: r, copied: dirty.NewCursor(p.copied), dirty: dirty.NewCursor(d), dirtyBytes: dirty.Bytes(d)}, nil
+}
+
+// CollectWritten collects, while the tree runs, the pages each tracked
+// process wrote since the checkpoint the PreCopy describes (kept trackers,
+// Options.KeepTracking) and returns how much of that checkpoint's memory
+// was overwritten. The pages stay pending: the frozen pass reads them
+// unless CopyTracked copies them first. A process whose tracker died
+// (exec) is dropped: the frozen pass reads it whole.
+func (pc *PreCopy) CollectWritten() (uint64, error) {
+	var over uint64
+	for pid, p := range pc.procs {
+		if !p.tk.Alive() {
+			p.tk.Close()
+			delete(pc.procs, pid)
+			continue
+		}
+		if p.copied == nil {
+			continue
+		}
+		d, err := p.tk.Collect()
+		if err != nil {
+			return over, fmt.Errorf("process %d: collecting written pages: %w", pid, err)
+		}
+		p.pending = unionRanges(p.pending, d)
+		over += dirty.Bytes(intersectRanges(p.copied, d))
+	}
+	return over, nil
+}
+
+// CopyTracked copies the pending pages (CollectWritten) of the running
+// tree into pw, whose parent must be the checkpoint the PreCopy describes,
+// and declares that checkpoint's other pages unchanged: pw's image is then
+// a whole pre-copy, which the PreCopy describes from here on (pass pw's
+// checkpoint as the frozen dump's parent). Pages that cannot be read
+// (unmapped meanwhile) are left to the frozen pass. It returns the bytes
+// copied.
+func (pc *PreCopy) CopyTracked(ctx context.Context, pw image.PageWriter) (uint64, error) {
+	r, ok := pw.(ParentReuser)
+	if !ok {
+		return 0, errors.New("dump: CopyTracked needs a page writer with a parent")
+	}
+	pids := make([]int, 0, len(pc.procs))
+	for pid := range pc.procs {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	var total uint64
+	for _, pid := range pids {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		p := pc.procs[pid]
+		if p.copied == nil {
+			continue
+		}
+		ms, err := trackedMappings(pid)
+		if err != nil {
+			return total, err
+		}
+		mem, err := ptrace.OpenMem(pid)
+		if err != nil {
+			return total, fmt.Errorf("process %d: %w", pid, err)
+		}
+		fp := &frozenPass{reuse: r, copied: dirty.NewCursor(p.copied), dirty: dirty.NewCursor(p.pending)}
+		cp := &copier{pid: pid, pw: pw}
+		var saved []dirty.Range
+		err = walkPages(pid, ms, nil, func(m *image.Mapping, addr uint64, n int) error {
+			for i := 0; i < n; {
+				a := addr + uint64(i)*image.PageSize
+				reuse := fp.reusable(a)
+				j := i + 1
+				for j < n && fp.reusable(addr+uint64(j)*image.PageSize) == reuse {
+					j++
+				}
+				l := uint64(j-i) * image.PageSize
+				if reuse {
+					if err := r.ReusePages(pid, a, l); err != nil {
+						return fmt.Errorf("process %d: reusing pages at %#x: %w", pid, a, err)
+					}
+					saved = appendRange(saved, dirty.Range{Addr: a, Len: l})
+				} else {
+					before := len(cp.copied)
+					if err := cp.read(mem, a, j-i); err != nil {
+						return err
+					}
+					for _, c := range cp.copied[before:] {
+						saved = appendRange(saved, c)
+					}
+				}
+				i = j
+			}
+			return nil
+		})
+		mem.Close()
+		if err != nil {
+			return total, err
+		}
+		// What was pending and got copied is in the new image; what
+		// could not be read stays pending for the frozen pass.
+		p.pending = subtractRanges(p.pending, cp.copied)
+		if saved == nil {
+			saved = []dirty.Range{}
+		}
+		p.copied = saved
+		total += dirty.Bytes(cp.copied)
+	}
+	return total, nil
 }
 
 // retrack makes p's tracker describe the image being written, whose

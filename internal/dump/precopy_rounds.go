@@ -124,6 +124,24 @@ func subtractRanges(a, b []dirty.Range) []dirty.Range {
 	return out
 }
 
+// intersectRanges returns the parts common to a and b; both sorted and
+// non-overlapping.
+func intersectRanges(a, b []dirty.Range) []dirty.Range {
+	var out []dirty.Range
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		lo, hi := max(a[i].Addr, b[j].Addr), min(a[i].End(), b[j].End())
+		if lo < hi {
+			out = append(out, dirty.Range{Addr: lo, Len: hi - lo})
+		}
+		if a[i].End() < b[j].End() {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
+}
+
 // unionRanges merges two sorted, non-overlapping range lists.
 func unionRanges(a, b []dirty.Range) []dirty.Range {
 	all := make([]dirty.Range, 0, len(a)+len(b))

@@ -239,3 +239,69 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	s, _ := strconv.ParseUint(f[12], 10, 64)
 	return time.Duration(u+s) * time.Second / 100 // USER_HZ
 }
+
+// TestTrackedPreCopy: a process rewrites its whole memory once a second,
+// with a checksum per page; after a first dump with kept trackers it has
+// overwritten more than trackedPreCopyAbove of it, so the next dump copies
+// what was written while the process runs (the rest declared unchanged
+// from the first checkpoint) and reads only what is written during that
+// copy while frozen. The restored process finds every page matching its
+// checksum, and the pre-copy checkpoint is gone.
+func TestTrackedPreCopy(t *testing.T) {
+	proctest.RequireRoot(t)
+	ctx := context.Background()
+	r, err := repo.InitDir(ctx, t.TempDir()+"/repo", repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := proctest.Build(t, "dirtier", false)
+	p := proctest.Start(t, bin, "128", "1000")
+	ready := p.Lines.Expect(t, "READY")
+	track := proccr.NewTracking()
+	defer track.Close()
+	opts := proccr.DumpOptions{Name: "dirtier", LeaveRunning: true, Tracking: track}
+	first, err := proccr.Dump(ctx, r, p.PID, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rewriting pages at random, ~150 ms of its CPU overwrite well over
+	// half of the 128 MiB (64 MiB is the pre-copy threshold).
+	before := cpuTime(t, p.PID)
+	for cpuTime(t, p.PID)-before < 150*time.Millisecond {
+		time.Sleep(20 * time.Millisecond)
+	}
+	res, err := proccr.Dump(ctx, r, p.PID, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("second dump: copied %d MiB while running, read %d MiB while frozen (%v), %d MiB unchanged", res.PreCopied>>20, res.Read>>20, res.Frozen, res.Unchanged>>20)
+	if !res.Tracked || res.PreCopied < 64<<20 || res.PreCopyNote != "" {
+		t.Fatalf("second dump: tracked %v, copied %d bytes while running (%s)", res.Tracked, res.PreCopied, res.PreCopyNote)
+	}
+	if res.Read >= res.PreCopied {
+		t.Errorf("read %d bytes while frozen after copying %d", res.Read, res.PreCopied)
+	}
+	ms, _, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 2 {
+		t.Errorf("the repository holds %d checkpoints after two dumps (a pre-copy left?)", len(ms))
+	}
+	if res.Manifest.ID() == first.Manifest.ID() {
+		t.Fatal("no new checkpoint")
+	}
+	p.KillAndReap(t)
+
+	sr, sw, _ := os.Pipe()
+	rres, err := proccr.Restore(ctx, r, res.Manifest, restore.Options{Stdout: sw, Stderr: sw}, nil)
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rres.Signal(syscall.SIGKILL); _, _ = rres.Wait() }()
+	_ = rres.Signal(syscall.SIGUSR2)
+	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
+		t.Fatalf("restored process: %q", got)
+	}
+}

@@ -257,6 +257,8 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	s.save()
 	frozen := fmt.Sprintf("frozen %v", res.Frozen.Round(time.Millisecond))
 	switch {
+	case res.Tracked && res.PreCopied > 0:
+		frozen += fmt.Sprintf(" after copying %s written since the previous checkpoint", progress.Bytes(int64(res.PreCopied)))
 	case res.PreCopied > 0:
 		frozen += " after a pre-copy of " + progress.Bytes(int64(res.PreCopied))
 	case res.Tracked:
