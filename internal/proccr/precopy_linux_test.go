@@ -3,7 +3,9 @@ package proccr_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -303,5 +305,70 @@ func TestTrackedPreCopy(t *testing.T) {
 	_ = rres.Signal(syscall.SIGUSR2)
 	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
 		t.Fatalf("restored process: %q", got)
+	}
+}
+
+// thpScript keeps 16 MiB advised for transparent huge pages, rewrites all
+// of it on each input line and says how much of it is in huge pages.
+const thpScript = `import mmap, sys
+m = mmap.mmap(-1, 16 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+m.madvise(mmap.MADV_HUGEPAGE)
+def huge():
+    start = None
+    for l in open("/proc/self/smaps"):
+        f = l.split()
+        if "-" in f[0] and not f[0].endswith(":"):
+            start = f[0]
+        elif f[0] == "AnonHugePages:" and int(f[1]) >= 4096:
+            return int(f[1])
+    return 0
+def rewrite(v):
+    for i in range(0, len(m), 4096):
+        m[i] = v
+rewrite(1)
+print("READY", huge(), flush=True)
+for n, line in enumerate(sys.stdin):
+    rewrite(n + 2)
+    print("HUGE", huge(), flush=True)
+`
+
+// TestTrackingSparesHugePages: kept trackers leave memory with transparent
+// huge pages alone, so the program's writes after a checkpoint do not
+// split its huge pages.
+func TestTrackingSparesHugePages(t *testing.T) {
+	proctest.RequireRoot(t)
+	ctx := context.Background()
+	r, err := repo.Init(ctx, backend.NewMem(), repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/usr/bin/python3", "-c", thpScript)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, w, _ := os.Pipe()
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := proctest.NewLines(rd)
+	if f := strings.Fields(lines.Expect(t, "READY")); f[1] == "0" {
+		t.Skip("no transparent huge pages here (THP off or memory fragmented)")
+	}
+	track := proccr.NewTracking()
+	defer track.Close()
+	for i := 1; i <= 2; i++ {
+		if _, err := proccr.Dump(ctx, r, cmd.Process.Pid, proccr.DumpOptions{Name: "thp", LeaveRunning: true, Tracking: track}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(in, "rewrite\n"); err != nil {
+			t.Fatal(err)
+		}
+		if f := strings.Fields(lines.Expect(t, "HUGE")); f[1] == "0" {
+			t.Fatalf("after checkpoint %d, rewriting the memory split its huge pages", i)
+		}
 	}
 }
