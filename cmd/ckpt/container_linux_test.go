@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ckpt/ckpt/internal/container"
+	"github.com/ckpt/ckpt/internal/procfs"
 	"github.com/ckpt/ckpt/internal/proctest"
 )
 
@@ -336,8 +336,8 @@ func TestContainerCrashRestore(t *testing.T) {
 	const iters = 120
 	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--backoff", "10ms",
 		"--", "/bin/sh", "-c", fmt.Sprintf("%s %s %d & wait", ctr, out, iters))
-	var log strings.Builder
-	sup.Stderr = io.MultiWriter(os.Stderr, &syncWriter{w: &log})
+	var log lockedBuffer
+	sup.Stderr = io.MultiWriter(os.Stderr, &log)
 	if err := sup.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -549,18 +549,6 @@ func containerFixture(t *testing.T, fixture string, tasks int, args ...string) {
 	}
 }
 
-// syncWriter serialises writes from exec's copying goroutine and reads.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
 // TestContainerRestoreRefused resumes a stopped container whose program
 // file changed since the checkpoint: the restore is refused with a message
 // naming the file, and nothing is left behind: no process in the
@@ -627,9 +615,8 @@ func TestContainerIntruder(t *testing.T) {
 	dir := t.TempDir()
 	repoDir, out := filepath.Join(dir, "repo"), filepath.Join(dir, "out")
 	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--", ctr, out, "100000")
-	var log strings.Builder
-	sw := &syncWriter{w: &log}
-	sup.Stderr = io.MultiWriter(os.Stderr, sw)
+	var log lockedBuffer
+	sup.Stderr = io.MultiWriter(os.Stderr, &log)
 	if err := sup.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -646,11 +633,7 @@ func TestContainerIntruder(t *testing.T) {
 	}
 	sup.Process.Signal(syscall.SIGUSR1)
 	want := fmt.Sprintf("process %d is in the container's cgroup", intruder.Process.Pid)
-	waitFor(t, "the refused checkpoint", func() bool {
-		sw.mu.Lock()
-		defer sw.mu.Unlock()
-		return strings.Contains(log.String(), want)
-	})
+	waitFor(t, "the refused checkpoint", func() bool { return strings.Contains(log.String(), want) })
 	if j := psJobs(t, repoDir)[name]; j.Checkpoints != 0 || j.State != "running" {
 		t.Fatalf("job after the refused checkpoint: %+v", j)
 	}
@@ -660,4 +643,71 @@ func TestContainerIntruder(t *testing.T) {
 	if !strings.Contains(string(b), "frozen 0") {
 		t.Fatalf("cgroup left frozen:\n%s", b)
 	}
+}
+
+// TestContainerTrackedPreCopy: a container whose PID 1 rewrites its whole
+// memory once a second, checksummed per page. Its second checkpoint
+// finds more than 64 MiB overwritten since the first and copies it while
+// the container runs, in the container's own PIDs; after a crash the
+// container is restored from that checkpoint and every page matches its
+// checksum.
+func TestContainerTrackedPreCopy(t *testing.T) {
+	requireRoot(t)
+	name := fmt.Sprintf("tracked-%d", os.Getpid())
+	requireCgroup2(t, name)
+	dirtier := proctest.Build(t, "dirtier", false)
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--isolate", "--name", name, "--backoff", "10ms", "--", dirtier, "128", "1000")
+	var log lockedBuffer
+	sup.Stderr = io.MultiWriter(os.Stderr, &log)
+	stdout, err := sup.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	lines := proctest.NewLines(stdout.(*os.File))
+	lines.Expect(t, "READY")
+	var j psJob
+	waitFor(t, "the job record", func() bool { j = psJobs(t, repoDir)[name]; return j.PID > 0 })
+	sup.Process.Signal(syscall.SIGUSR1)
+	waitFor(t, "a first checkpoint", func() bool { return psJobs(t, repoDir)[name].Checkpoints == 1 })
+	// ~150 ms of its CPU rewrite well over half of the 128 MiB.
+	before := cpuTime(t, j.PID)
+	for cpuTime(t, j.PID)-before < 150*time.Millisecond {
+		time.Sleep(20 * time.Millisecond)
+	}
+	sup.Process.Signal(syscall.SIGUSR1)
+	waitFor(t, "a second checkpoint", func() bool { return psJobs(t, repoDir)[name].Checkpoints == 2 })
+	if !strings.Contains(log.String(), "written since the previous checkpoint") || !strings.Contains(log.String(), "after copying") {
+		t.Fatalf("the second checkpoint did not copy what was written while the container ran:\n%s", log.String())
+	}
+	if err := syscall.Kill(j.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restore after the crash", func() bool {
+		j = psJobs(t, repoDir)[name]
+		return j.Restarts == 1 && j.State == "running" && alive(j.PID)
+	})
+	syscall.Kill(j.PID, syscall.SIGUSR2)
+	lines.Expect(t, "PASS")
+	if err := sup.Wait(); err != nil {
+		t.Fatalf("ckpt run at the end: %v\n%s", err, log.String())
+	}
+}
+
+// cpuTime is the CPU time pid has used (user and system).
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := procfs.Read(pid, "stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := procfs.ParseStat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(st.UTime+st.STime) * time.Second / 100 // USER_HZ
 }

@@ -191,6 +191,9 @@ func Checkpoint(ctx context.Context, pid int, opts Options, pw image.PageWriter)
 	}
 	if opts.KeepTracking {
 		opts.PreCopy.keepOnly(h.procs)
+		// A container's images name processes by their PIDs inside it:
+		// the next tracked pre-copy writes under those too.
+		opts.PreCopy.inner = inner
 	}
 	h.Tree = tree
 	return h, nil

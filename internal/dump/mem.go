@@ -208,9 +208,9 @@ func dumpPagesReuse(pid int, ms []*image.Mapping, resident map[uint64]uint64, fp
 	return walkPages(pid, ms, resident, func(m *image.Mapping, addr uint64, n int) error {
 		for i := 0; i < n; {
 			a := addr + uint64(i)*image.PageSize
-			reuse := fp.reusable(a)
+			reuse := fp.reusable(m, a)
 			j := i + 1
-			for j < n && fp.reusable(addr+uint64(j)*image.PageSize) == reuse {
+			for j < n && fp.reusable(m, addr+uint64(j)*image.PageSize) == reuse {
 				j++
 			}
 			if !reuse {

@@ -344,6 +344,7 @@ func (pc *PreCopy) CollectWritten() (uint64, error) {
 // (unmapped meanwhile) are left to the frozen pass. It returns the bytes
 // copied.
 func (pc *PreCopy) CopyTracked(ctx context.Context, pw image.PageWriter) (uint64, error) {
+	pw = wrapInner(pw, pc.inner)
 	r, ok := pw.(ParentReuser)
 	if !ok {
 		return 0, errors.New("dump: CopyTracked needs a page writer with a parent")
@@ -376,9 +377,9 @@ func (pc *PreCopy) CopyTracked(ctx context.Context, pw image.PageWriter) (uint64
 		err = walkPages(pid, ms, nil, func(m *image.Mapping, addr uint64, n int) error {
 			for i := 0; i < n; {
 				a := addr + uint64(i)*image.PageSize
-				reuse := fp.reusable(a)
+				reuse := fp.reusable(m, a)
 				j := i + 1
-				for j < n && fp.reusable(addr+uint64(j)*image.PageSize) == reuse {
+				for j < n && fp.reusable(m, addr+uint64(j)*image.PageSize) == reuse {
 					j++
 				}
 				l := uint64(j-i) * image.PageSize
@@ -464,9 +465,15 @@ func (pc *PreCopy) keepOnly(procs []*proc) {
 	}
 }
 
-// reusable says whether the page at a is in the pre-copy image and was not
-// written since. Addresses must ascend.
-func (f *frozenPass) reusable(a uint64) bool {
+// reusable says whether the page at a of mapping m is in the pre-copy
+// image and was not written since. Addresses must ascend. Pages of a
+// private mapping of a deleted file never are: those not copied on write
+// show the file, which can change (pwrite, a shared mapping) without a
+// write to the mapping that the tracker would see.
+func (f *frozenPass) reusable(m *image.Mapping, a uint64) bool {
+	if m.Kind == image.KindDeleted {
+		return false
+	}
 	d := f.dirty.Contains(a)
 	return f.copied.Contains(a) && !d
 }

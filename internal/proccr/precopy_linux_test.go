@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/ckpt/ckpt/internal/backend"
 	"github.com/ckpt/ckpt/internal/proccr"
+	"github.com/ckpt/ckpt/internal/procfs"
 	"github.com/ckpt/ckpt/internal/proctest"
 	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/ckpt/ckpt/internal/restore"
@@ -232,14 +232,15 @@ func TestTrackingAcrossDumps(t *testing.T) {
 // cpuTime is the CPU time pid has used (user and system).
 func cpuTime(t *testing.T, pid int) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	b, err := procfs.Read(pid, "stat")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	u, _ := strconv.ParseUint(f[11], 10, 64)
-	s, _ := strconv.ParseUint(f[12], 10, 64)
-	return time.Duration(u+s) * time.Second / 100 // USER_HZ
+	st, err := procfs.ParseStat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(st.UTime+st.STime) * time.Second / 100 // USER_HZ
 }
 
 // TestTrackedPreCopy: a process rewrites its whole memory once a second,
@@ -370,5 +371,82 @@ func TestTrackingSparesHugePages(t *testing.T) {
 		if f := strings.Fields(lines.Expect(t, "HUGE")); f[1] == "0" {
 			t.Fatalf("after checkpoint %d, rewriting the memory split its huge pages", i)
 		}
+	}
+}
+
+// deletedMapScript maps a deleted file privately (not written through
+// the mapping) and, on SIGUSR1, writes other bytes into the file with
+// pwrite: the mapping then shows them although no page of it was written.
+const deletedMapScript = `import os, mmap, sys, signal, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, b"A" * 4096)
+os.unlink(sys.argv[1])
+m = mmap.mmap(fd, 4096, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+x = m[0]
+def usr1(s, f):
+    os.pwrite(fd, b"B" * 4096, 0)
+    print("WROTE", flush=True)
+def usr2(s, f):
+    print("SHOW map=%s file=%s" % (chr(m[0]), chr(os.pread(fd, 1, 0)[0])), flush=True)
+signal.signal(signal.SIGUSR1, usr1)
+signal.signal(signal.SIGUSR2, usr2)
+print("READY", flush=True)
+while True:
+    time.sleep(0.01)
+`
+
+// TestTrackingDeletedFileMapping: a kept tracker cannot see a change of a
+// deleted file's bytes under a private mapping of it (pwrite to the file),
+// so such pages are read at every checkpoint, never declared unchanged:
+// the restored process sees the file's new bytes through the mapping, as
+// the dumped one did.
+func TestTrackingDeletedFileMapping(t *testing.T) {
+	proctest.RequireRoot(t)
+	ctx := context.Background()
+	r, err := repo.InitDir(ctx, t.TempDir()+"/repo", repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, wr, _ := os.Pipe()
+	cmd := exec.Command("/usr/bin/python3", "-c", deletedMapScript, t.TempDir()+"/deleted")
+	cmd.Stdout = wr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wr.Close()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := proctest.NewLines(rd)
+	lines.Expect(t, "READY")
+	track := proccr.NewTracking()
+	defer track.Close()
+	opts := proccr.DumpOptions{Name: "del", LeaveRunning: true, Tracking: track}
+	if _, err := proccr.Dump(ctx, r, cmd.Process.Pid, opts); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGUSR1)
+	lines.Expect(t, "WROTE")
+	_ = cmd.Process.Signal(syscall.SIGUSR2)
+	if live := lines.Expect(t, "SHOW"); live != "SHOW map=B file=B" {
+		t.Fatalf("live process: %q", live)
+	}
+	res, err := proccr.Dump(ctx, r, cmd.Process.Pid, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Tracked {
+		t.Fatal("the second dump did not use the trackers")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	sr, sw, _ := os.Pipe()
+	rres, err := proccr.Restore(ctx, r, res.Manifest, restore.Options{Stdout: sw, Stderr: sw}, nil)
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rres.Signal(syscall.SIGKILL); _, _ = rres.Wait() }()
+	_ = rres.Signal(syscall.SIGUSR2)
+	if got := proctest.NewLines(sr).Expect(t, "SHOW"); got != "SHOW map=B file=B" {
+		t.Errorf("restored process: %q, want the file's new bytes through the mapping", got)
 	}
 }

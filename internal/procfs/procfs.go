@@ -159,6 +159,8 @@ type Stat struct {
 	TPGID   int // foreground process group of the controlling terminal (-1: none)
 	Flags   uint64
 	Threads int
+	// UTime and STime are the CPU time used, in clock ticks (USER_HZ).
+	UTime, STime uint64
 	// StartTime is in clock ticks since boot.
 	StartTime                                                uint64
 	StartCode, EndCode, StartStack                           uint64
@@ -211,7 +213,7 @@ func ParseStat(data []byte) (Stat, error) {
 		field int
 		dst   any
 	}{
-		{4, &s.PPID}, {5, &s.PGID}, {6, &s.SID}, {7, &s.TTY}, {8, &s.TPGID}, {9, &s.Flags}, {20, &s.Threads},
+		{4, &s.PPID}, {5, &s.PGID}, {6, &s.SID}, {7, &s.TTY}, {8, &s.TPGID}, {9, &s.Flags}, {14, &s.UTime}, {15, &s.STime}, {20, &s.Threads},
 		{22, &s.StartTime}, {26, &s.StartCode}, {27, &s.EndCode}, {28, &s.StartStack},
 		{38, &s.ExitSignal}, {45, &s.StartData}, {46, &s.EndData}, {47, &s.StartBrk},
 		{48, &s.ArgStart}, {49, &s.ArgEnd}, {50, &s.EnvStart}, {51, &s.EnvEnd}, {52, &s.ExitCode},
