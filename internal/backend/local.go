@@ -47,13 +47,14 @@ type Local struct {
 	dirty   map[string]bool // directories whose entries changed since the last Sync
 
 	// Chunks being made durable in the background (under mu): their count
-	// (done is signalled when it drops to zero), the errors, and the
-	// temporary files of those that failed.
+	// (done is signalled when it drops to zero), the errors by sync group
+	// (WithSyncGroup), and the temporary files of those that failed.
 	inflight int
 	done     *sync.Cond
-	bgErrs   []error
+	bgErrs   map[any][]error
 	bgFailed []string
-	bgSem    chan struct{}
+	bgSem    chan struct{} // fsyncs at once
+	bgQueue  chan struct{} // chunks written and not yet durable (open files)
 
 	locks locker
 }
@@ -121,7 +122,8 @@ func OpenLocal(fsys vfs.FS, root string) (*Local, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", root)
 	}
-	l := &Local{fs: fsys, root: root, dirty: map[string]bool{}, bgSem: make(chan struct{}, bgSyncParallelism)}
+	l := &Local{fs: fsys, root: root, dirty: map[string]bool{}, bgErrs: map[any][]error{},
+		bgSem: make(chan struct{}, bgSyncParallelism), bgQueue: make(chan struct{}, bgQueueLen)}
 	l.done = sync.NewCond(&l.mu)
 	if fsys == vfs.OS {
 		l.locks = flockLocker{dir: filepath.Join(root, "locks")}
@@ -195,16 +197,35 @@ func (l *Local) Save(ctx context.Context, h Handle, data []byte) error {
 	}
 	startWriteback(f)
 	p := pendingFile{f: f, tmp: tmp, final: final}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if h.Kind != Chunk {
+		l.mu.Lock()
 		l.pending = append(l.pending, p)
+		l.mu.Unlock()
 		return nil
 	}
+	l.bgQueue <- struct{}{} // back-pressure: a bounded number of open files
+	l.mu.Lock()
 	l.inflight++
-	go l.syncInBackground(p)
+	l.mu.Unlock()
+	go l.syncInBackground(p, syncGroup(ctx))
 	return nil
 }
+
+// bgQueueLen bounds the chunks written and not yet durable, each an open
+// file: Save waits beyond it.
+const bgQueueLen = 256
+
+type syncGroupKey struct{}
+
+// WithSyncGroup tags ctx with g (comparable, unique to one writer: a
+// pointer): a Save with the tagged context belongs to that group, and a
+// Sync with it reports the failures of that group's Saves made durable in
+// the background, not those of other writers sharing the backend.
+func WithSyncGroup(ctx context.Context, g any) context.Context {
+	return context.WithValue(ctx, syncGroupKey{}, g)
+}
+
+func syncGroup(ctx context.Context) any { return ctx.Value(syncGroupKey{}) }
 
 // tmpPrefix starts the name of a chunk being written, in its own fan-out
 // directory: renamed within one directory, chunks written by several
@@ -218,7 +239,8 @@ const tmpPrefix = ".tmp-"
 const bgSyncParallelism = 16
 
 // syncInBackground makes one chunk durable and renames it into place.
-func (l *Local) syncInBackground(p pendingFile) {
+func (l *Local) syncInBackground(p pendingFile, group any) {
+	defer func() { <-l.bgQueue }()
 	l.bgSem <- struct{}{}
 	err := p.f.Sync()
 	if cerr := p.f.Close(); err == nil {
@@ -231,7 +253,7 @@ func (l *Local) syncInBackground(p pendingFile) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
-		l.bgErrs = append(l.bgErrs, err)
+		l.bgErrs[group] = append(l.bgErrs[group], err)
 		l.bgFailed = append(l.bgFailed, p.tmp)
 	} else {
 		l.dirty[filepath.Dir(p.final)] = true
@@ -242,14 +264,15 @@ func (l *Local) syncInBackground(p pendingFile) {
 }
 
 // waitBackground waits for the chunks being made durable and returns (and
-// forgets) their errors, removing the files that failed.
-func (l *Local) waitBackground() error {
+// forgets) the errors of group's, removing the files that failed.
+func (l *Local) waitBackground(group any) error {
 	l.mu.Lock()
 	for l.inflight > 0 {
 		l.done.Wait()
 	}
-	errs, failed := l.bgErrs, l.bgFailed
-	l.bgErrs, l.bgFailed = nil, nil
+	errs, failed := l.bgErrs[group], l.bgFailed
+	delete(l.bgErrs, group)
+	l.bgFailed = nil
 	l.mu.Unlock()
 	for _, tmp := range failed {
 		l.fs.Remove(tmp)
@@ -262,7 +285,7 @@ func (l *Local) waitBackground() error {
 const syncParallelism = 8
 
 func (l *Local) Sync(ctx context.Context) error {
-	if err := l.waitBackground(); err != nil {
+	if err := l.waitBackground(syncGroup(ctx)); err != nil {
 		return fmt.Errorf("syncing %s: %w", l.Location(), err)
 	}
 	l.mu.Lock()
@@ -406,6 +429,12 @@ func (l *Local) Stat(ctx context.Context, h Handle) (Info, error) {
 		}
 		return Info{}, err
 	}
+	if h.Kind == Chunk {
+		// Found, it may be reused: another writer may have renamed it
+		// into place without having fsynced its directory yet, so the
+		// next Sync fsyncs it too.
+		l.markDirty(filepath.Dir(p))
+	}
 	return Info{Handle: h, Size: st.Size(), ModTime: st.ModTime()}, nil
 }
 
@@ -510,7 +539,7 @@ func (l *Local) Lock(ctx context.Context, name string, exclusive bool) (Unlocker
 
 func (l *Local) Close() error {
 	// Chunks already on their way become durable orphans, which gc removes.
-	_ = l.waitBackground()
+	_ = l.waitBackground(nil)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, p := range l.pending {

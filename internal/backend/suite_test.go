@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,5 +195,52 @@ func TestLocalChunksDurableAtSync(t *testing.T) {
 		if _, err := be.Stat(ctx, h); err != nil {
 			t.Fatalf("CleanTmp removed chunk %s: %v", h, err)
 		}
+	}
+}
+
+// failRename fails the rename into place of the chunks it names.
+type failRename struct {
+	vfs.FS
+	fail map[string]bool
+}
+
+func (f failRename) Rename(oldname, newname string) error {
+	if f.fail[filepath.Base(newname)] {
+		return errors.New("injected rename failure")
+	}
+	return f.FS.Rename(oldname, newname)
+}
+
+// TestLocalSyncGroups: two writers share a local backend; the chunk of one
+// fails to be made durable in the background. That writer's Sync reports
+// it, the other's does not (and is not robbed of the report by the other
+// Sync coming first).
+func TestLocalSyncGroups(t *testing.T) {
+	ctx := context.Background()
+	bad := fmt.Sprintf("bb%062x", 1)
+	fsys := failRename{FS: vfs.NewCrashableMem(), fail: map[string]bool{bad: true}}
+	be, err := CreateLocal(fsys, "/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := WithSyncGroup(ctx, new(byte)), WithSyncGroup(ctx, new(byte))
+	if err := be.Save(a, Handle{Kind: Chunk, Name: bad}, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	good := Handle{Kind: Chunk, Name: fmt.Sprintf("cc%062x", 2)}
+	if err := be.Save(b, good, []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Sync(b); err != nil {
+		t.Fatalf("Sync of the writer whose chunk is durable: %v", err)
+	}
+	if err := be.Sync(a); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("Sync of the writer whose chunk failed: %v", err)
+	}
+	if _, err := be.Stat(ctx, Handle{Kind: Chunk, Name: bad}); !errors.Is(err, ErrNotExist) {
+		t.Fatalf("failed chunk: %v", err)
+	}
+	if _, err := be.Stat(ctx, good); err != nil {
+		t.Fatal(err)
 	}
 }

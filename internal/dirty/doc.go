@@ -42,9 +42,10 @@ func Bytes(rs []Range) uint64 {
 	return n
 }
 
-// appendRange appends r to rs, merging it with the last range when they touch.
-// rs must be sorted and r must not start below the last range's start.
-func appendRange(rs []Range, r Range) []Range {
+// AppendRange appends r to rs, merging it with the last range when they
+// touch. rs must be sorted and r must not start below the last range's
+// start.
+func AppendRange(rs []Range, r Range) []Range {
 	if r.Len == 0 {
 		return rs
 	}

@@ -52,8 +52,13 @@ type Tracker struct {
 	// if they were registered before they got huge pages): the first write
 	// to a write-protected huge page splits it, and khugepaged does not
 	// collapse registered mappings again, so a tracker kept between
-	// checkpoints would take the program's huge pages for good.
+	// checkpoints would take the program's huge pages for good. Which
+	// mappings those are is read from smaps by FindHuge (by the first
+	// Collect if it was not called): call it while the target runs, as
+	// smaps walks every page (~14 ms a GiB).
 	SpareHugePages bool
+	huge           []Range // mappings found with huge pages, sorted
+	hugeKnown      bool
 }
 
 // Start creates the userfaultfd that will track pid's writes. The target
@@ -165,22 +170,31 @@ func (t *Tracker) Collect() ([]Range, error) {
 	if t.uffd < 0 {
 		return nil, errors.New("dirty: tracker closed")
 	}
-	maps, err := t.maps()
+	if t.SpareHugePages && !t.hugeKnown {
+		if err := t.FindHuge(); err != nil {
+			return nil, err
+		}
+	}
+	b, err := procfs.Read(t.pid, "maps")
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", t.pid, err)
+	}
+	maps, err := procfs.ParseMaps(b)
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", t.pid, err)
 	}
 	var dirty, reg []Range
 	for _, e := range maps {
-		if !Trackable(e.MapEntry) {
+		if !Trackable(e) {
 			continue
 		}
-		if t.SpareHugePages && (e.AnonHugePages > 0 || e.HasFlag("hg")) {
+		if t.SpareHugePages && overlaps(t.huge, Range{e.Start, e.End - e.Start}) {
 			for _, p := range split(Range{e.Start, e.End - e.Start}, t.reg) {
 				if p.registered {
 					_ = uffdUnregister(t.uffd, &uffdioRangeArg{Start: p.Addr, Len: p.Len})
 				}
 			}
-			dirty = appendRange(dirty, Range{e.Start, e.End - e.Start})
+			dirty = AppendRange(dirty, Range{e.Start, e.End - e.Start})
 			continue
 		}
 		for _, p := range split(Range{e.Start, e.End - e.Start}, t.reg) {
@@ -188,7 +202,7 @@ func (t *Tracker) Collect() ([]Range, error) {
 				before := len(dirty)
 				dirty, err = t.written(p.Range, dirty)
 				if err == nil {
-					reg = appendRange(reg, p.Range)
+					reg = AppendRange(reg, p.Range)
 					continue
 				}
 				if !errors.Is(err, unix.EPERM) {
@@ -198,10 +212,10 @@ func (t *Tracker) Collect() ([]Range, error) {
 				// and mapped again): everything in it is new.
 				dirty = dirty[:before]
 			}
-			dirty = appendRange(dirty, p.Range)
+			dirty = AppendRange(dirty, p.Range)
 			if t.arm(p.Range) == nil {
 				t.Registered++
-				reg = appendRange(reg, p.Range)
+				reg = AppendRange(reg, p.Range)
 			}
 		}
 	}
@@ -209,26 +223,31 @@ func (t *Tracker) Collect() ([]Range, error) {
 	return dirty, nil
 }
 
-// maps lists the process's mappings; with SpareHugePages from smaps, which
-// tells which hold huge pages.
-func (t *Tracker) maps() ([]procfs.SmapsEntry, error) {
-	if t.SpareHugePages {
-		b, err := procfs.Read(t.pid, "smaps")
-		if err != nil {
-			return nil, err
-		}
-		return procfs.ParseSmaps(b)
-	}
-	b, err := procfs.Read(t.pid, "maps")
+// FindHuge reads which mappings hold or are advised for transparent huge
+// pages (SpareHugePages), from /proc/PID/smaps.
+func (t *Tracker) FindHuge() error {
+	b, err := procfs.Read(t.pid, "smaps")
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("process %d: %w", t.pid, err)
 	}
-	ms, err := procfs.ParseMaps(b)
-	out := make([]procfs.SmapsEntry, len(ms))
-	for i, m := range ms {
-		out[i].MapEntry = m
+	sm, err := procfs.ParseSmaps(b)
+	if err != nil {
+		return fmt.Errorf("process %d: %w", t.pid, err)
 	}
-	return out, err
+	t.huge = t.huge[:0]
+	for _, e := range sm {
+		if e.AnonHugePages > 0 || e.HasFlag("hg") {
+			t.huge = append(t.huge, Range{e.Start, e.End - e.Start})
+		}
+	}
+	t.hugeKnown = true
+	return nil
+}
+
+// overlaps reports whether r overlaps one of the sorted ranges rs.
+func overlaps(rs []Range, r Range) bool {
+	i := sort.Search(len(rs), func(k int) bool { return rs[k].End() > r.Addr })
+	return i < len(rs) && rs[i].Addr < r.End()
 }
 
 // written appends the written pages of r (one registered mapping part) to
@@ -242,7 +261,7 @@ func (t *Tracker) written(r Range, out []Range) ([]Range, error) {
 			return out, err
 		}
 		for _, v := range t.vec[:n] {
-			out = appendRange(out, Range{v.Start, v.End - v.Start})
+			out = AppendRange(out, Range{v.Start, v.End - v.Start})
 		}
 		if a.WalkEnd >= r.End() {
 			return out, nil

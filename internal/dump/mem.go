@@ -163,7 +163,7 @@ func dumpPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, mem *pt
 			if err := read(m, addr, n); err != nil {
 				return err
 			}
-			*saved = appendRange(*saved, dirty.Range{Addr: addr, Len: uint64(n) * image.PageSize})
+			*saved = dirty.AppendRange(*saved, dirty.Range{Addr: addr, Len: uint64(n) * image.PageSize})
 			return nil
 		}
 	}
@@ -224,21 +224,11 @@ func dumpPagesReuse(pid int, ms []*image.Mapping, resident map[uint64]uint64, fp
 				}
 				m.Saved += l
 				if saved != nil {
-					*saved = appendRange(*saved, dirty.Range{Addr: a, Len: l})
+					*saved = dirty.AppendRange(*saved, dirty.Range{Addr: a, Len: l})
 				}
 			}
 			i = j
 		}
 		return nil
 	})
-}
-
-// appendRange appends r to rs, merging it with the last range when they
-// touch; r must not start below the last range's start.
-func appendRange(rs []dirty.Range, r dirty.Range) []dirty.Range {
-	if k := len(rs) - 1; k >= 0 && rs[k].End() >= r.Addr {
-		rs[k].Len = max(rs[k].End(), r.End()) - rs[k].Addr
-		return rs
-	}
-	return append(rs, r)
 }

@@ -25,8 +25,11 @@ type ParentReuser interface {
 
 // PreCopy copies the memory of a running tree before the tree is frozen, so
 // that the frozen dump reads only the pages written since. Start it with
-// StartPreCopy, copy with Copy, pass it to Checkpoint in Options.PreCopy
-// (with a page writer whose parent is the copy), then Close it.
+// StartPreCopy, copy with Copy (or CopyRound), pass it to Checkpoint in
+// Options.PreCopy (with a page writer whose parent is the copy), then
+// Close it. Kept between checkpoints (Options.KeepTracking; NewTracking
+// for a first dump without pre-copy) it describes the last checkpoint:
+// CollectWritten and CopyTracked then pre-copy only what was written since.
 type PreCopy struct {
 	procs map[int]*preProc
 	inner map[int]int // a container's PIDs inside its namespace (StartContainerPreCopy)
@@ -326,6 +329,12 @@ func (pc *PreCopy) CollectWritten() (uint64, error) {
 		if p.copied == nil {
 			continue
 		}
+		if pc.spareHuge {
+			// While the tree runs: the frozen pass does not read smaps.
+			if err := p.tk.FindHuge(); err != nil {
+				return over, err
+			}
+		}
 		d, err := p.tk.Collect()
 		if err != nil {
 			return over, fmt.Errorf("process %d: collecting written pages: %w", pid, err)
@@ -387,14 +396,14 @@ func (pc *PreCopy) CopyTracked(ctx context.Context, pw image.PageWriter) (uint64
 					if err := r.ReusePages(pid, a, l); err != nil {
 						return fmt.Errorf("process %d: reusing pages at %#x: %w", pid, a, err)
 					}
-					saved = appendRange(saved, dirty.Range{Addr: a, Len: l})
+					saved = dirty.AppendRange(saved, dirty.Range{Addr: a, Len: l})
 				} else {
 					before := len(cp.copied)
 					if err := cp.read(mem, a, j-i); err != nil {
 						return err
 					}
 					for _, c := range cp.copied[before:] {
-						saved = appendRange(saved, c)
+						saved = dirty.AppendRange(saved, c)
 					}
 				}
 				i = j
@@ -426,7 +435,7 @@ func (pc *PreCopy) retrack(h *Handle, p *proc, saved []dirty.Range) error {
 	if pp == nil {
 		tk, err := h.armTracker(p)
 		if errors.Is(err, dirty.ErrUnavailable) {
-			return nil // read whole by every dump
+			return nil // read whole by every dump (Untracked lists only those found at StartPreCopy)
 		}
 		if err != nil {
 			return err

@@ -189,21 +189,13 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 			}
 		}()
 	}
-	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: meta, Codec: opts.Codec})
-	if err != nil {
-		return nil, err
-	}
-	pw := procstore.NewPageWriter(w)
-	pw.Progress = opts.Progress
-	if pre != nil {
-		dopts.PreCopy = pre
-	}
+	dopts.PreCopy = pre
 	if track != nil {
-		if dopts.PreCopy == nil {
-			dopts.PreCopy = dump.NewTracking()
+		if pre == nil {
+			pre = dump.NewTracking()
 		}
-		dopts.KeepTracking = true
-		track.pc = dopts.PreCopy
+		dopts.PreCopy, dopts.KeepTracking = pre, true
+		track.pc = pre
 		// Whatever fails before the commit leaves trackers that describe
 		// no committed checkpoint.
 		defer func() {
@@ -212,6 +204,12 @@ func Dump(ctx context.Context, r *repo.Repository, pid int, opts DumpOptions) (r
 			}
 		}()
 	}
+	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: meta, Codec: opts.Codec})
+	if err != nil {
+		return nil, err
+	}
+	pw := procstore.NewPageWriter(w)
+	pw.Progress = opts.Progress
 	if ctr != nil {
 		// The whole cgroup is frozen (after the pre-copy, which ran
 		// with the container running) until every task is seized.

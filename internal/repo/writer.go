@@ -58,9 +58,12 @@ type Writer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	unlock backend.Unlocker
+	group  *byte // the backend sync group of its Saves (backend.WithSyncGroup)
 
 	mu      sync.Mutex
-	table   []ChunkRef // slots; filled by workers
+	saved   []ID        // chunks it stored
+	cached  map[ID]bool // chunks it reused because this process stored them
+	table   []ChunkRef  // slots; filled by workers
 	objects []*ObjectWriter
 	reused  map[uint32]bool // table slots taken from the parent
 	done    bool
@@ -159,9 +162,12 @@ func (r *Repository) NewWriter(ctx context.Context, opts WriterOptions) (*Writer
 		return nil, fmt.Errorf("waiting for gc to finish: %w", err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
+	group := new(byte)
+	wctx = backend.WithSyncGroup(wctx, group)
 	w := &Writer{
-		r: r, opts: opts, ctx: wctx, cancel: cancel, unlock: unlock,
-		reused: map[uint32]bool{},
+		group: group,
+		r:     r, opts: opts, ctx: wctx, cancel: cancel, unlock: unlock,
+		reused: map[uint32]bool{}, cached: map[ID]bool{},
 		// A queue of a few chunks per worker: the reader (process memory,
 		// a file) fills the next chunks while the workers seal, and the
 		// workers do not run dry while it reads.
@@ -257,9 +263,16 @@ func (w *Writer) store(j chunkJob, sc *chunkScratch) error {
 	w.table[j.slot] = ChunkRef{ID: id.String(), Len: uint32(len(j.data))}
 	w.mu.Unlock()
 	w.newBytes.Add(int64(len(j.data)))
-	if !w.opts.Rewrite && w.r.hasChunk(w.ctx, id) {
-		w.dedupChunks.Add(1)
-		return nil
+	if !w.opts.Rewrite {
+		if found, cached := w.r.lookupChunk(w.ctx, id); found {
+			if cached {
+				w.mu.Lock()
+				w.cached[id] = true
+				w.mu.Unlock()
+			}
+			w.dedupChunks.Add(1)
+			return nil
+		}
 	}
 	var head []byte
 	if len(j.full) >= chunkHeaderLen+len(j.data) {
@@ -270,22 +283,34 @@ func (w *Writer) store(j chunkJob, sc *chunkScratch) error {
 		return fmt.Errorf("storing chunk %s: %w", short(id.String()), err)
 	}
 	w.r.known.Store(id, struct{}{})
+	w.mu.Lock()
+	w.saved = append(w.saved, id)
+	w.mu.Unlock()
 	w.newChunks.Add(1)
 	w.storedBytes.Add(int64(len(blob)))
 	return nil
 }
 
 // hasChunk reports whether the chunk is stored (or being stored by this
-// process, which will have synced it before any manifest refers to it).
+// process).
 func (r *Repository) hasChunk(ctx context.Context, id ID) bool {
+	found, _ := r.lookupChunk(ctx, id)
+	return found
+}
+
+// lookupChunk reports whether the chunk is stored, and whether that is
+// known only from this process's cache of chunks it stored (cached): such
+// a chunk may still be on its way to durable storage for another writer,
+// which Commit checks after its Sync.
+func (r *Repository) lookupChunk(ctx context.Context, id ID) (found, cached bool) {
 	if _, ok := r.known.Load(id); ok {
-		return true
+		return true, true
 	}
 	if _, err := r.be.Stat(ctx, backend.Handle{Kind: backend.Chunk, Name: id.String()}); err == nil {
 		r.known.Store(id, struct{}{})
-		return true
+		return true, false
 	}
-	return false
+	return false, false
 }
 
 // submit hands a filled buffer to the workers and returns its table slot.
@@ -855,7 +880,20 @@ func (w *Writer) Abort() {
 	w.fail(errors.New("aborted"))
 	close(w.jobs)
 	w.wg.Wait()
+	w.forgetSaved()
 	w.unlock.Unlock()
+}
+
+// forgetSaved drops the chunks this writer stored from the repository's
+// cache of stored chunks: after a failed Sync or an abort they may not be
+// durable (or may be gone), and a later writer must look for them instead
+// of referring to them.
+func (w *Writer) forgetSaved() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range w.saved {
+		w.r.known.Delete(id)
+	}
 }
 
 // Commit stores the manifest after every chunk is durable. The checkpoint
@@ -929,8 +967,17 @@ func (w *Writer) Commit(ctx context.Context) (*Manifest, error) {
 	if err := m.validate(); err != nil {
 		return nil, fmt.Errorf("internal error: built an invalid manifest: %w", err)
 	}
-	if err := w.r.be.Sync(ctx); err != nil {
+	if err := w.r.be.Sync(backend.WithSyncGroup(ctx, w.group)); err != nil {
+		w.forgetSaved()
 		return nil, fmt.Errorf("making chunks durable: %w", err)
+	}
+	// Chunks reused because another writer of this process stored them:
+	// their Sync may have failed after this writer found them.
+	for id := range w.cached {
+		if _, err := w.r.be.Stat(ctx, backend.Handle{Kind: backend.Chunk, Name: id.String()}); err != nil {
+			w.r.known.Delete(id)
+			return nil, fmt.Errorf("chunk %s, stored by another checkpoint being written, is not in the repository: %w", short(id.String()), err)
+		}
 	}
 	return m, w.r.commitManifest(ctx, m)
 }

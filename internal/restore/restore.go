@@ -179,7 +179,8 @@ func checkCPU(tree *image.Tree) error {
 // dying, and an error when one of them lives.
 func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	var groups map[int]procfs.Stat // PGIDs and SIDs in use, read once, again while waiting
+	var groups map[int]procfs.Stat // PGIDs and SIDs in use, read again every 100 ms while waiting
+	var scanned time.Time
 	for _, p := range tree.Processes {
 		ids := []int{p.PID}
 		for _, t := range p.Threads {
@@ -196,8 +197,8 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 						return fmt.Errorf("PID %d is used by process %d (%s): %w", id, st.PID, st.Comm, ErrPIDInUse)
 					}
 				} else {
-					if groups == nil {
-						groups = groupsInUse()
+					if groups == nil || time.Since(scanned) > 100*time.Millisecond {
+						groups, scanned = groupsInUse(), time.Now()
 					}
 					st, held := groups[id]
 					if !held {
@@ -214,7 +215,6 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 					return err
 				}
 				time.Sleep(5 * time.Millisecond)
-				groups = nil
 			}
 		}
 	}

@@ -534,13 +534,13 @@ func (r *restorer) clone(parent *ptrace.Injector, args *ptrace.CloneArgs, id int
 
 // holder describes the task that holds PID id, for an error message.
 func holder(id int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id))
-	if err != nil {
-		return ""
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id)); err == nil {
+		if st, err := procfs.ParseStat(b); err == nil {
+			return fmt.Sprintf(" by %s (state %c, parent %d)", st.Comm, st.State, st.PPID)
+		}
 	}
-	st, err := procfs.ParseStat(b)
-	if err != nil {
-		return ""
+	if st, ok := groupsInUse()[id]; ok {
+		return fmt.Sprintf(" as the process group or session of process %d (%s, state %c)", st.PID, st.Comm, st.State)
 	}
-	return fmt.Sprintf(" by %s (state %c, parent %d)", st.Comm, st.State, st.PPID)
+	return ""
 }

@@ -262,7 +262,7 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	case res.PreCopied > 0:
 		frozen += " after a pre-copy of " + progress.Bytes(int64(res.PreCopied))
 	case res.Tracked:
-		frozen += fmt.Sprintf(", read %s written since the previous checkpoint (%s unchanged)", progress.Bytes(int64(res.Read)), progress.Bytes(int64(res.Unchanged)))
+		frozen += fmt.Sprintf(", read %s written since the previous checkpoint or new (%s unchanged)", progress.Bytes(int64(res.Read)), progress.Bytes(int64(res.Unchanged)))
 	}
 	s.o.Logf("checkpoint %s (%s) in %v: %s new, %s", res.Manifest.Ref(), res.Manifest.ID()[:12], time.Since(t0).Round(time.Millisecond), progress.Bytes(res.Stats.NewBytes), frozen)
 	if s.o.Keep > 0 {
