@@ -119,3 +119,11 @@ type Unlocker interface {
 func NotExist(loc string, h Handle) error {
 	return fmt.Errorf("%s: %s: %w", loc, h, ErrNotExist)
 }
+
+// ReuseStater is implemented by backends where a blob can be visible before
+// it is durable (Local: chunks renamed in the background): StatReuse is
+// Stat for a blob the caller found and will refer to, and makes the
+// caller's next Sync cover it.
+type ReuseStater interface {
+	StatReuse(ctx context.Context, h Handle) (Info, error)
+}

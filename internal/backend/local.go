@@ -429,13 +429,21 @@ func (l *Local) Stat(ctx context.Context, h Handle) (Info, error) {
 		}
 		return Info{}, err
 	}
-	if h.Kind == Chunk {
-		// Found, it may be reused: another writer may have renamed it
-		// into place without having fsynced its directory yet, so the
-		// next Sync fsyncs it too.
-		l.markDirty(filepath.Dir(p))
-	}
 	return Info{Handle: h, Size: st.Size(), ModTime: st.ModTime()}, nil
+}
+
+// StatReuse is Stat for a chunk a writer found and will refer to instead of
+// storing it (ReuseStater): another writer may have renamed it into place
+// without having fsynced its directory yet, so the next Sync fsyncs that
+// directory too.
+func (l *Local) StatReuse(ctx context.Context, h Handle) (Info, error) {
+	in, err := l.Stat(ctx, h)
+	if err == nil {
+		if p, perr := l.path(h); perr == nil {
+			l.markDirty(filepath.Dir(p))
+		}
+	}
+	return in, err
 }
 
 func (l *Local) Remove(ctx context.Context, h Handle) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/ckpt/ckpt/internal/backend"
@@ -74,5 +75,69 @@ func TestChunkNotDurableIsNotReused(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatal("second checkpoint reads back different bytes")
+	}
+}
+
+// TestReusedChunkMadeDurable: a chunk another writer (here another
+// process's backend) renamed into place but whose directory it has not
+// fsynced yet is found and reused by a checkpoint; that checkpoint's Sync
+// fsyncs the directory, so after a crash the chunk is still there for it.
+func TestReusedChunkMadeDurable(t *testing.T) {
+	ctx := context.Background()
+	fsys := vfs.NewCrashableMem()
+	be, err := backend.CreateLocal(fsys, "/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Init(ctx, be, InitOptions{ChunkSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(11, 64<<10)
+	id := r.hashID(data)
+	other, err := backend.OpenLocal(fsys, "/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, _ := r.encodeChunk(id, data, CodecNone, nil, nil)
+	if err := other.Save(ctx, backend.Handle{Kind: backend.Chunk, Name: id.String()}, blob); err != nil {
+		t.Fatal(err)
+	}
+	final := "/r/chunks/" + id.String()[:2] + "/" + id.String()
+	for {
+		if _, err := fsys.Stat(final); err == nil {
+			break
+		}
+		runtime.Gosched() // the other writer's background rename
+	}
+	w, err := r.NewWriter(ctx, WriterOptions{Name: "n", Kind: KindLibrary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ow, err := w.Create("obj", "data", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ow.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	m, err := w.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.DedupChunks != 1 {
+		t.Fatalf("the chunk was not reused: %+v", st)
+	}
+	fsys.Crash()
+	be2, err := backend.OpenLocal(fsys, "/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(ctx, be2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Verify(ctx, m, nil); err != nil {
+		t.Fatalf("after a crash the reused chunk is gone: %v", err)
 	}
 }

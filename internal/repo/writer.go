@@ -306,7 +306,12 @@ func (r *Repository) lookupChunk(ctx context.Context, id ID) (found, cached bool
 	if _, ok := r.known.Load(id); ok {
 		return true, true
 	}
-	if _, err := r.be.Stat(ctx, backend.Handle{Kind: backend.Chunk, Name: id.String()}); err == nil {
+	h := backend.Handle{Kind: backend.Chunk, Name: id.String()}
+	stat := r.be.Stat
+	if rs, ok := r.be.(backend.ReuseStater); ok {
+		stat = rs.StatReuse
+	}
+	if _, err := stat(ctx, h); err == nil {
 		r.known.Store(id, struct{}{})
 		return true, false
 	}
@@ -944,8 +949,12 @@ func (w *Writer) Commit(ctx context.Context) (*Manifest, error) {
 		}
 		if w.reused[uint32(i)] {
 			id, _ := ParseID(c.ID)
-			if !w.r.hasChunk(ctx, id) {
-				return nil, &CorruptError{Checkpoint: w.opts.Parent.ID(), Name: w.opts.Parent.Ref(), Chunk: c.ID, Reason: "chunk of the parent checkpoint is missing"}
+			// A committed checkpoint's chunk is durable: a plain Stat.
+			if _, known := w.r.known.Load(id); !known {
+				if _, err := w.r.be.Stat(ctx, backend.Handle{Kind: backend.Chunk, Name: c.ID}); err != nil {
+					return nil, &CorruptError{Checkpoint: w.opts.Parent.ID(), Name: w.opts.Parent.Ref(), Chunk: c.ID, Reason: "chunk of the parent checkpoint is missing"}
+				}
+				w.r.known.Store(id, struct{}{})
 			}
 		}
 		first[c.ID] = uint32(len(m.Chunks))
