@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ckpt/ckpt/internal/container"
-	"github.com/ckpt/ckpt/internal/procfs"
 	"github.com/ckpt/ckpt/internal/proctest"
 )
 
@@ -675,8 +674,8 @@ func TestContainerTrackedPreCopy(t *testing.T) {
 	sup.Process.Signal(syscall.SIGUSR1)
 	waitFor(t, "a first checkpoint", func() bool { return psJobs(t, repoDir)[name].Checkpoints == 1 })
 	// ~150 ms of its CPU rewrite well over half of the 128 MiB.
-	before := cpuTime(t, j.PID)
-	for cpuTime(t, j.PID)-before < 150*time.Millisecond {
+	before := proctest.CPUTime(t, j.PID)
+	for proctest.CPUTime(t, j.PID)-before < 150*time.Millisecond {
 		time.Sleep(20 * time.Millisecond)
 	}
 	sup.Process.Signal(syscall.SIGUSR1)
@@ -696,18 +695,4 @@ func TestContainerTrackedPreCopy(t *testing.T) {
 	if err := sup.Wait(); err != nil {
 		t.Fatalf("ckpt run at the end: %v\n%s", err, log.String())
 	}
-}
-
-// cpuTime is the CPU time pid has used (user and system).
-func cpuTime(t *testing.T, pid int) time.Duration {
-	t.Helper()
-	b, err := procfs.Read(pid, "stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := procfs.ParseStat(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return time.Duration(st.UTime+st.STime) * time.Second / 100 // USER_HZ
 }

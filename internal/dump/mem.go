@@ -206,29 +206,15 @@ func batchSaver(pid int, mem *ptrace.Mem, pw image.PageWriter) func(m *image.Map
 // declares the others unchanged (appending them to saved, if not nil).
 func dumpPagesReuse(pid int, ms []*image.Mapping, resident map[uint64]uint64, fp *frozenPass, save func(m *image.Mapping, addr uint64, n int) error, saved *[]dirty.Range) error {
 	return walkPages(pid, ms, resident, func(m *image.Mapping, addr uint64, n int) error {
-		for i := 0; i < n; {
-			a := addr + uint64(i)*image.PageSize
-			reuse := fp.reusable(m, a)
-			j := i + 1
-			for j < n && fp.reusable(m, addr+uint64(j)*image.PageSize) == reuse {
-				j++
+		return fp.runs(m, addr, n, func(a, l uint64) error {
+			if err := fp.reuse.ReusePages(pid, a, l); err != nil {
+				return fmt.Errorf("process %d: reusing pre-copied pages at %#x: %w", pid, a, err)
 			}
-			if !reuse {
-				if err := save(m, a, j-i); err != nil {
-					return err
-				}
-			} else {
-				l := uint64(j-i) * image.PageSize
-				if err := fp.reuse.ReusePages(pid, a, l); err != nil {
-					return fmt.Errorf("process %d: reusing pre-copied pages at %#x: %w", pid, a, err)
-				}
-				m.Saved += l
-				if saved != nil {
-					*saved = dirty.AppendRange(*saved, dirty.Range{Addr: a, Len: l})
-				}
+			m.Saved += l
+			if saved != nil {
+				*saved = dirty.AppendRange(*saved, dirty.Range{Addr: a, Len: l})
 			}
-			i = j
-		}
-		return nil
+			return nil
+		}, func(a uint64, n int) error { return save(m, a, n) })
 	})
 }

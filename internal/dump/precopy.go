@@ -188,11 +188,7 @@ func (pc *PreCopy) Close() {
 // frozen dump. It returns the bytes copied.
 func (pc *PreCopy) Copy(ctx context.Context, pw image.PageWriter) (uint64, error) {
 	pw = wrapInner(pw, pc.inner)
-	pids := make([]int, 0, len(pc.procs))
-	for pid := range pc.procs {
-		pids = append(pids, pid)
-	}
-	sort.Ints(pids)
+	pids := pc.sortedPIDs()
 	var total uint64
 	for _, pid := range pids {
 		if err := ctx.Err(); err != nil {
@@ -358,11 +354,7 @@ func (pc *PreCopy) CopyTracked(ctx context.Context, pw image.PageWriter) (uint64
 	if !ok {
 		return 0, errors.New("dump: CopyTracked needs a page writer with a parent")
 	}
-	pids := make([]int, 0, len(pc.procs))
-	for pid := range pc.procs {
-		pids = append(pids, pid)
-	}
-	sort.Ints(pids)
+	pids := pc.sortedPIDs()
 	var total uint64
 	for _, pid := range pids {
 		if err := ctx.Err(); err != nil {
@@ -384,31 +376,22 @@ func (pc *PreCopy) CopyTracked(ctx context.Context, pw image.PageWriter) (uint64
 		cp := &copier{pid: pid, pw: pw}
 		var saved []dirty.Range
 		err = walkPages(pid, ms, nil, func(m *image.Mapping, addr uint64, n int) error {
-			for i := 0; i < n; {
-				a := addr + uint64(i)*image.PageSize
-				reuse := fp.reusable(m, a)
-				j := i + 1
-				for j < n && fp.reusable(m, addr+uint64(j)*image.PageSize) == reuse {
-					j++
+			return fp.runs(m, addr, n, func(a, l uint64) error {
+				if err := r.ReusePages(pid, a, l); err != nil {
+					return fmt.Errorf("process %d: reusing pages at %#x: %w", pid, a, err)
 				}
-				l := uint64(j-i) * image.PageSize
-				if reuse {
-					if err := r.ReusePages(pid, a, l); err != nil {
-						return fmt.Errorf("process %d: reusing pages at %#x: %w", pid, a, err)
-					}
-					saved = dirty.AppendRange(saved, dirty.Range{Addr: a, Len: l})
-				} else {
-					before := len(cp.copied)
-					if err := cp.read(mem, a, j-i); err != nil {
-						return err
-					}
-					for _, c := range cp.copied[before:] {
-						saved = dirty.AppendRange(saved, c)
-					}
+				saved = dirty.AppendRange(saved, dirty.Range{Addr: a, Len: l})
+				return nil
+			}, func(a uint64, n int) error {
+				before := len(cp.copied)
+				if err := cp.read(mem, a, n); err != nil {
+					return err
 				}
-				i = j
-			}
-			return nil
+				for _, c := range cp.copied[before:] {
+					saved = dirty.AppendRange(saved, c)
+				}
+				return nil
+			})
 		})
 		mem.Close()
 		if err != nil {
@@ -485,6 +468,41 @@ func (f *frozenPass) reusable(m *image.Mapping, a uint64) bool {
 	}
 	d := f.dirty.Contains(a)
 	return f.copied.Contains(a) && !d
+}
+
+// runs splits n pages of m at addr into runs the image may take from its
+// parent (reuse, with the run's address and length) and runs to read
+// (read, with its address and page count), in ascending order.
+func (f *frozenPass) runs(m *image.Mapping, addr uint64, n int, reuse func(a, l uint64) error, read func(a uint64, n int) error) error {
+	for i := 0; i < n; {
+		a := addr + uint64(i)*image.PageSize
+		r := f.reusable(m, a)
+		j := i + 1
+		for j < n && f.reusable(m, addr+uint64(j)*image.PageSize) == r {
+			j++
+		}
+		var err error
+		if r {
+			err = reuse(a, uint64(j-i)*image.PageSize)
+		} else {
+			err = read(a, j-i)
+		}
+		if err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// sortedPIDs lists the tracked processes in ascending order.
+func (pc *PreCopy) sortedPIDs() []int {
+	pids := make([]int, 0, len(pc.procs))
+	for pid := range pc.procs {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	return pids
 }
 
 // walkPages calls run for each run of pages the dump saves, per window of

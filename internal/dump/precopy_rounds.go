@@ -33,11 +33,7 @@ type Round struct {
 // one PreCopy, not both.
 func (pc *PreCopy) CopyRound(ctx context.Context, pw image.PageWriter) (Round, error) {
 	pw = wrapInner(pw, pc.inner)
-	pids := make([]int, 0, len(pc.procs))
-	for pid := range pc.procs {
-		pids = append(pids, pid)
-	}
-	sort.Ints(pids)
+	pids := pc.sortedPIDs()
 	var rd Round
 	for _, pid := range pids {
 		if err := ctx.Err(); err != nil {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ckpt/ckpt/internal/backend"
 	"github.com/ckpt/ckpt/internal/proccr"
-	"github.com/ckpt/ckpt/internal/procfs"
 	"github.com/ckpt/ckpt/internal/proctest"
 	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/ckpt/ckpt/internal/restore"
@@ -68,17 +67,7 @@ func TestPreCopyExact(t *testing.T) {
 	}
 	p.KillAndReap(t)
 
-	sr, sw, _ := os.Pipe()
-	rres, err := proccr.Restore(ctx, r, res.Manifest, restore.Options{Stdout: sw, Stderr: sw}, nil)
-	sw.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rres.Signal(syscall.SIGKILL); _, _ = rres.Wait() }()
-	_ = rres.Signal(syscall.SIGUSR2)
-	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
-		t.Fatalf("restored process: %q", got)
-	}
+	expectRestoredPass(t, r, res.Manifest, ready)
 }
 
 // TestIncrementalExact: a process rewriting 10 % of its pages a second is
@@ -194,8 +183,8 @@ func TestTrackingAcrossDumps(t *testing.T) {
 	last := first
 	for i := 2; i <= 3; i++ {
 		// Let some pages be rewritten: the process works a little.
-		before := cpuTime(t, p.PID)
-		for cpuTime(t, p.PID)-before < 10*time.Millisecond {
+		before := proctest.CPUTime(t, p.PID)
+		for proctest.CPUTime(t, p.PID)-before < 10*time.Millisecond {
 			time.Sleep(10 * time.Millisecond)
 		}
 		res, err := proccr.Dump(ctx, r, p.PID, opts)
@@ -216,31 +205,7 @@ func TestTrackingAcrossDumps(t *testing.T) {
 	}
 	p.KillAndReap(t)
 
-	sr, sw, _ := os.Pipe()
-	rres, err := proccr.Restore(ctx, r, last.Manifest, restore.Options{Stdout: sw, Stderr: sw}, nil)
-	sw.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rres.Signal(syscall.SIGKILL); _, _ = rres.Wait() }()
-	_ = rres.Signal(syscall.SIGUSR2)
-	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
-		t.Fatalf("restored process: %q", got)
-	}
-}
-
-// cpuTime is the CPU time pid has used (user and system).
-func cpuTime(t *testing.T, pid int) time.Duration {
-	t.Helper()
-	b, err := procfs.Read(pid, "stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := procfs.ParseStat(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return time.Duration(st.UTime+st.STime) * time.Second / 100 // USER_HZ
+	expectRestoredPass(t, r, last.Manifest, ready)
 }
 
 // TestTrackedPreCopy: a process rewrites its whole memory once a second,
@@ -269,8 +234,8 @@ func TestTrackedPreCopy(t *testing.T) {
 	}
 	// Rewriting pages at random, ~150 ms of its CPU overwrite well over
 	// half of the 128 MiB (64 MiB is the pre-copy threshold).
-	before := cpuTime(t, p.PID)
-	for cpuTime(t, p.PID)-before < 150*time.Millisecond {
+	before := proctest.CPUTime(t, p.PID)
+	for proctest.CPUTime(t, p.PID)-before < 150*time.Millisecond {
 		time.Sleep(20 * time.Millisecond)
 	}
 	res, err := proccr.Dump(ctx, r, p.PID, opts)
@@ -296,17 +261,7 @@ func TestTrackedPreCopy(t *testing.T) {
 	}
 	p.KillAndReap(t)
 
-	sr, sw, _ := os.Pipe()
-	rres, err := proccr.Restore(ctx, r, res.Manifest, restore.Options{Stdout: sw, Stderr: sw}, nil)
-	sw.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rres.Signal(syscall.SIGKILL); _, _ = rres.Wait() }()
-	_ = rres.Signal(syscall.SIGUSR2)
-	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
-		t.Fatalf("restored process: %q", got)
-	}
+	expectRestoredPass(t, r, res.Manifest, ready)
 }
 
 // thpScript keeps 16 MiB advised for transparent huge pages, rewrites all
@@ -448,5 +403,23 @@ func TestTrackingDeletedFileMapping(t *testing.T) {
 	_ = rres.Signal(syscall.SIGUSR2)
 	if got := proctest.NewLines(sr).Expect(t, "SHOW"); got != "SHOW map=B file=B" {
 		t.Errorf("restored process: %q, want the file's new bytes through the mapping", got)
+	}
+}
+
+// expectRestoredPass restores a dirtier checkpoint and has the restored
+// process check every page against its checksum: it must print PASS with
+// the nonce of the dumped process's READY line.
+func expectRestoredPass(t *testing.T, r *repo.Repository, m *repo.Manifest, ready string) {
+	t.Helper()
+	sr, sw, _ := os.Pipe()
+	rres, err := proccr.Restore(context.Background(), r, m, restore.Options{Stdout: sw, Stderr: sw}, nil)
+	sw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rres.Signal(syscall.SIGKILL); _, _ = rres.Wait() }()
+	_ = rres.Signal(syscall.SIGUSR2)
+	if got := proctest.NewLines(sr).Expect(t, "PASS"); !strings.HasSuffix(got, strings.Fields(ready)[2]) {
+		t.Fatalf("restored process: %q", got)
 	}
 }

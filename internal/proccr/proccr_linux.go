@@ -294,26 +294,8 @@ func preCopy(ctx context.Context, r *repo.Repository, pid int, container, keep b
 	if keep {
 		pc.SpareHugePages() // the trackers outlive this dump
 	}
-	pmeta := map[string]string{MetaPreCopy: "true", repo.MetaIncomplete: "pre-copy"}
-	for k, v := range meta {
-		pmeta[k] = v
-	}
-	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: pmeta, Codec: codec})
+	m, st, n, err := writePreCopy(ctx, r, name, parent, meta, codec, progress, pc.Copy)
 	if err != nil {
-		pc.Close()
-		return nil, nil, repo.WriteStats{}, err
-	}
-	pw := procstore.NewPageWriter(w)
-	pw.Progress = progress
-	n, err := pc.Copy(ctx, pw)
-	var m *repo.Manifest
-	if err == nil {
-		if err = pw.CloseObjects(); err == nil {
-			m, err = w.Commit(ctx)
-		}
-	}
-	if err != nil {
-		w.Abort()
 		pc.Close()
 		if ctx.Err() != nil {
 			return nil, nil, repo.WriteStats{}, ctx.Err()
@@ -322,7 +304,36 @@ func preCopy(ctx context.Context, r *repo.Repository, pid int, container, keep b
 		return nil, nil, repo.WriteStats{}, nil
 	}
 	res.PreCopied = n
-	return pc, m, w.Stats(), nil
+	return pc, m, st, nil
+}
+
+// writePreCopy commits what copy writes as a pre-copy checkpoint of name
+// (meta MetaPreCopy, no tree) with the given parent, and returns it with
+// its stats and the bytes copy copied.
+func writePreCopy(ctx context.Context, r *repo.Repository, name string, parent *repo.Manifest, meta map[string]string, codec repo.Codec,
+	progress func(int64), copy func(context.Context, image.PageWriter) (uint64, error)) (*repo.Manifest, repo.WriteStats, uint64, error) {
+	pmeta := map[string]string{MetaPreCopy: "true", repo.MetaIncomplete: "pre-copy"}
+	for k, v := range meta {
+		pmeta[k] = v
+	}
+	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: pmeta, Codec: codec})
+	if err != nil {
+		return nil, repo.WriteStats{}, 0, err
+	}
+	pw := procstore.NewPageWriter(w)
+	pw.Progress = progress
+	n, err := copy(ctx, pw)
+	var m *repo.Manifest
+	if err == nil {
+		if err = pw.CloseObjects(); err == nil {
+			m, err = w.Commit(ctx)
+		}
+	}
+	if err != nil {
+		w.Abort()
+		return nil, repo.WriteStats{}, 0, err
+	}
+	return m, w.Stats(), n, nil
 }
 
 // trackedPreCopyAbove: when the tree overwrote more of its previous
@@ -342,28 +353,7 @@ func trackedPreCopy(ctx context.Context, r *repo.Repository, pc *dump.PreCopy, n
 	if err != nil || over < trackedPreCopyAbove {
 		return nil, repo.WriteStats{}, 0, err
 	}
-	pmeta := map[string]string{MetaPreCopy: "true", repo.MetaIncomplete: "pre-copy"}
-	for k, v := range meta {
-		pmeta[k] = v
-	}
-	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: name, Kind: repo.KindProcess, Parent: parent, Meta: pmeta, Codec: codec})
-	if err != nil {
-		return nil, repo.WriteStats{}, 0, err
-	}
-	pw := procstore.NewPageWriter(w)
-	pw.Progress = progress
-	n, err := pc.CopyTracked(ctx, pw)
-	var m *repo.Manifest
-	if err == nil {
-		if err = pw.CloseObjects(); err == nil {
-			m, err = w.Commit(ctx)
-		}
-	}
-	if err != nil {
-		w.Abort()
-		return nil, repo.WriteStats{}, 0, err
-	}
-	return m, w.Stats(), n, nil
+	return writePreCopy(ctx, r, name, parent, meta, codec, progress, pc.CopyTracked)
 }
 
 func commit(ctx context.Context, w *repo.Writer, pw *procstore.PageWriter, tree *image.Tree) (*repo.Manifest, error) {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ckpt/ckpt/internal/image"
+	"github.com/ckpt/ckpt/internal/procfs"
 )
 
 // RequireRoot skips the test when not root, or fails it when the
@@ -290,6 +291,21 @@ func State(pid int) byte {
 		return 0
 	}
 	return b[i+2]
+}
+
+// CPUTime is the CPU time pid has used (user and system): how far a
+// program that works at a steady rate has got, whatever the machine's load.
+func CPUTime(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	b, err := procfs.Read(pid, "stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := procfs.ParseStat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(st.UTime+st.STime) * time.Second / 100 // USER_HZ
 }
 
 // Describe returns what /proc says about pid's threads: state, wchan,

@@ -44,24 +44,10 @@ func TestChunkNotDurableIsNotReused(t *testing.T) {
 	}
 	data := randBytes(9, 64<<10)
 	fsys.fail[r.hashID(data).String()] = true
-	write := func() (*Manifest, error) {
-		w, err := r.NewWriter(ctx, WriterOptions{Name: "n", Kind: KindLibrary})
-		if err != nil {
-			return nil, err
-		}
-		ow, err := w.Create("obj", "data", nil)
-		if err != nil {
-			return nil, err
-		}
-		if err := ow.WriteAt(data, 0); err != nil {
-			return nil, err
-		}
-		return w.Commit(ctx)
-	}
-	if _, err := write(); err == nil {
+	if _, _, err := writeOne(r, data); err == nil {
 		t.Fatal("commit succeeded although its chunk could not be made durable")
 	}
-	m, err := write()
+	m, _, err := writeOne(r, data)
 	if err != nil {
 		t.Fatalf("second checkpoint: %v", err)
 	}
@@ -110,22 +96,11 @@ func TestReusedChunkMadeDurable(t *testing.T) {
 		}
 		runtime.Gosched() // the other writer's background rename
 	}
-	w, err := r.NewWriter(ctx, WriterOptions{Name: "n", Kind: KindLibrary})
+	m, st, err := writeOne(r, data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ow, err := w.Create("obj", "data", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ow.WriteAt(data, 0); err != nil {
-		t.Fatal(err)
-	}
-	m, err := w.Commit(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st := w.Stats(); st.DedupChunks != 1 {
+	if st.DedupChunks != 1 {
 		t.Fatalf("the chunk was not reused: %+v", st)
 	}
 	fsys.Crash()
@@ -140,4 +115,23 @@ func TestReusedChunkMadeDurable(t *testing.T) {
 	if err := r2.Verify(ctx, m, nil); err != nil {
 		t.Fatalf("after a crash the reused chunk is gone: %v", err)
 	}
+}
+
+// writeOne commits a checkpoint of one object holding data.
+func writeOne(r *Repository, data []byte) (*Manifest, WriteStats, error) {
+	ctx := context.Background()
+	w, err := r.NewWriter(ctx, WriterOptions{Name: "n", Kind: KindLibrary})
+	if err != nil {
+		return nil, WriteStats{}, err
+	}
+	ow, err := w.Create("obj", "data", nil)
+	if err == nil {
+		err = ow.WriteAt(data, 0)
+	}
+	if err != nil {
+		w.Abort()
+		return nil, WriteStats{}, err
+	}
+	m, err := w.Commit(ctx)
+	return m, w.Stats(), err
 }
