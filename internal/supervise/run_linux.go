@@ -159,6 +159,9 @@ type sup struct {
 	job   *Job
 	pol   policy.Policy
 
+	// pgid is the program's process group when it leads one of its own
+	// (read when it starts or is restored), else 0.
+	pgid int
 	// track keeps write trackers in the program between its checkpoints,
 	// so that each reads only the pages written since the previous one.
 	track *proccr.Tracking
@@ -204,6 +207,7 @@ func (s *sup) start() (int, error) {
 	pid := cmd.Process.Pid
 	cmd.Process.Release()
 	s.job.State, s.job.PID = StateRunning, pid
+	s.pgid = ownGroup(pid)
 	s.save()
 	return pid, nil
 }
@@ -230,6 +234,7 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 				s.o.Logf("warning: %s", w)
 			}
 			s.job.State, s.job.PID = StateRunning, res.Root
+			s.pgid = ownGroup(res.Root)
 			s.save()
 			return res.Root, nil
 		}
@@ -366,6 +371,7 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 				}
 				s.job.Restarts++
 				s.track.Close() // its processes are gone
+				s.killLeftovers(pid)
 				s.o.Logf("program died of %s; restart %d of %d in %v", unix.SignalName(sig), s.job.Restarts, s.o.MaxRestarts, backoff)
 				select {
 				case <-time.After(backoff):
@@ -393,6 +399,28 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
+	}
+}
+
+// ownGroup returns pid if it leads its own process group, else 0.
+func ownGroup(pid int) int {
+	if g, err := unix.Getpgid(pid); err == nil && g == pid {
+		return pid
+	}
+	return 0
+}
+
+// killLeftovers kills what is left of a program whose root died: the
+// restore recreates the whole tree with its PIDs, and a child that outlived
+// the root would hold its own. Only a program in a process group of its
+// own (led by the root: batch use, or restored so) is killed by group;
+// one in the terminal's group shares it with ckpt.
+func (s *sup) killLeftovers(root int) {
+	if s.cg != nil {
+		return // a container's PID 1 takes its namespace with it
+	}
+	if s.pgid == root {
+		_ = unix.Kill(-root, unix.SIGKILL)
 	}
 }
 
