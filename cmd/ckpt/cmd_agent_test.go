@@ -93,12 +93,18 @@ type agentProc struct {
 }
 
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below the ephemeral range (32768-60999 here): a port the kernel
+	// picked with port 0 is soon handed out again to some outgoing
+	// connection, and then the agent started on it cannot bind.
+	for range 1000 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 func (p *agentProc) start(t *testing.T) {
