@@ -433,7 +433,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, g *group) {
 			return
 		}
 		s.met.bytesIn.Add(float64(len(b)))
-		if err := g.store.Save(ctx, h, b); err != nil {
+		if err := g.store.Save(withSyncGroup(ctx, r), h, b); err != nil {
 			blobError(w, h, err)
 			return
 		}
@@ -445,6 +445,16 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, g *group) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// withSyncGroup puts the client's sync group (AgentSyncGroupHeader) in
+// ctx: the store reports a chunk that failed to become durable to the Sync
+// of the writer that saved it.
+func withSyncGroup(ctx context.Context, r *http.Request) context.Context {
+	if g := r.Header.Get(backend.AgentSyncGroupHeader); g != "" {
+		return backend.WithSyncGroup(ctx, g)
+	}
+	return ctx
 }
 
 func blobError(w http.ResponseWriter, h backend.Handle, err error) {
@@ -485,7 +495,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, g *group) {
 	fresh := g.fresh
 	g.fresh = map[string]bool{}
 	g.mu.Unlock()
-	if err := g.store.Sync(r.Context()); err != nil {
+	if err := g.store.Sync(withSyncGroup(r.Context(), r)); err != nil {
 		g.mu.Lock()
 		for id := range fresh {
 			g.fresh[id] = true

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,7 +33,8 @@ type Agent struct {
 	token string
 	base  string // http://host:port/v1/groups/GROUP
 	c     *http.Client
-	err   error // the TLS setting could not be used
+	err   error  // the TLS setting could not be used
+	id    string // random: names this client's sync groups to the agent
 	// Origin, when set, is sent as X-Ckpt-Origin: the saves are a copy made
 	// by a level flush or a recovery, not a new checkpoint of this node, so
 	// the agent does not flush them again.
@@ -56,6 +59,10 @@ const maxPendingNotices = 64
 // Header names of the agent protocol.
 const (
 	AgentOriginHeader = "X-Ckpt-Origin"
+	// AgentSyncGroupHeader carries the client's sync group
+	// (WithSyncGroup): the agent's store reports a chunk that failed to
+	// become durable to that writer's Sync, not to another client's.
+	AgentSyncGroupHeader = "X-Ckpt-Sync-Group"
 )
 
 // AgentTokenEnv and AgentTokenFileEnv name the environment variables that
@@ -154,8 +161,10 @@ func longPoll(wait time.Duration) time.Duration {
 // NewAgent returns a client for group at host:port without contacting it.
 func NewAgent(host, group, token string) *Agent {
 	h := currentAgentHTTP()
+	var id [8]byte
+	_, _ = rand.Read(id[:])
 	return &Agent{
-		host: host, group: group, token: token,
+		host: host, group: group, token: token, id: hex.EncodeToString(id[:]),
 		base: h.scheme + "://" + host + "/v1/groups/" + url.PathEscape(group),
 		c:    h.client,
 		err:  h.err,
@@ -225,6 +234,10 @@ func (a *Agent) do(ctx context.Context, method, path string, body io.Reader, len
 	req.Header.Set("Authorization", "Bearer "+a.token)
 	if a.Origin != "" {
 		req.Header.Set(AgentOriginHeader, a.Origin)
+	}
+	if g := syncGroup(ctx); g != nil {
+		// Unique while the writer lives (its group is a live pointer).
+		req.Header.Set(AgentSyncGroupHeader, fmt.Sprintf("%s-%v", a.id, g))
 	}
 	resp, err := a.c.Do(req)
 	w.disarm()

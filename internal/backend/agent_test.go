@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -124,5 +126,35 @@ func TestParseAgent(t *testing.T) {
 		if (err == nil) != tc.ok || h != tc.host || g != tc.group {
 			t.Errorf("%s: %q %q %v", tc.in, h, g, err)
 		}
+	}
+}
+
+// TestAgentSyncGroups: two writers save chunks to one agent; the chunk of
+// one cannot be renamed into place in the agent's store (a directory took
+// its name). That writer's Sync fails, the other's does not, whichever
+// syncs first: the writer is named to the agent with its sync group.
+func TestAgentSyncGroups(t *testing.T) {
+	ctx := context.Background()
+	nodes := agenttest.Cluster(t, 1, map[string]string{"a": tokA}, agent.LevelsConfig{})
+	be, err := backend.OpenAgent(ctx, nodes[0].Location("a"), tokA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, good := fmt.Sprintf("ab%062x", 1), fmt.Sprintf("cd%062x", 2)
+	if err := os.MkdirAll(filepath.Join(nodes[0].Config.DataDir, "a", "chunks", "ab", bad), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	wa, wb := backend.WithSyncGroup(ctx, new(byte)), backend.WithSyncGroup(ctx, new(byte))
+	if err := be.Save(wa, backend.Handle{Kind: backend.Chunk, Name: bad}, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Save(wb, backend.Handle{Kind: backend.Chunk, Name: good}, []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Sync(wb); err != nil {
+		t.Fatalf("Sync of the writer whose chunk is durable: %v", err)
+	}
+	if err := be.Sync(wa); err == nil {
+		t.Fatal("Sync of the writer whose chunk failed succeeded")
 	}
 }
