@@ -352,6 +352,7 @@ func (r *restorer) mapPrestaged(p *rproc, m *image.Mapping) bool {
 	return true
 }
 
+// protOf is the mapping's protection as mmap's PROT_ bits.
 func protOf(m *image.Mapping) uint64 {
 	prot := uint64(0)
 	if m.Prot&image.ProtRead != 0 {

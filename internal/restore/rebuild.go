@@ -296,16 +296,7 @@ func (r *restorer) getFD(in *ptrace.Injector, fd int) (int, error) {
 // mapOne maps one saved area at its address with its final protection;
 // contents are written through /proc/PID/mem, which ignores protection.
 func (r *restorer) mapOne(p *rproc, m *image.Mapping) error {
-	prot := uint64(0)
-	if m.Prot&image.ProtRead != 0 {
-		prot |= unix.PROT_READ
-	}
-	if m.Prot&image.ProtWrite != 0 {
-		prot |= unix.PROT_WRITE
-	}
-	if m.Prot&image.ProtExec != 0 {
-		prot |= unix.PROT_EXEC
-	}
+	prot := protOf(m)
 	in := p.in
 	switch m.Kind {
 	case image.KindVvar, image.KindVvarVclock, image.KindVdso, image.KindVsyscall:
