@@ -35,9 +35,6 @@ type PreCopy struct {
 	inner map[int]int // a container's PIDs inside its namespace (StartContainerPreCopy)
 	// ArmStop is how long the tree was stopped to create the trackers.
 	ArmStop time.Duration
-	// Untracked lists processes whose writes cannot be tracked (and why):
-	// the frozen dump reads them whole.
-	Untracked []string
 
 	spareHuge bool // see SpareHugePages
 }
@@ -72,8 +69,8 @@ func NewTracking() *PreCopy { return &PreCopy{procs: map[int]*preProc{}, spareHu
 // StartPreCopy stops the tree rooted at pid for the time it takes to
 // create a write tracker in each process (one injected userfaultfd and
 // close each), then lets it run again. Processes whose writes cannot be
-// tracked are listed in Untracked; the error is returned only when none
-// can be.
+// tracked are read whole by the frozen dump; the error is returned only
+// when none can be tracked.
 func StartPreCopy(ctx context.Context, pid int) (*PreCopy, error) {
 	return startPreCopy(ctx, pid, false)
 }
@@ -111,7 +108,6 @@ func startPreCopy(ctx context.Context, pid int, pidNS bool) (*PreCopy, error) {
 			pc.Close()
 			return nil, err
 		}
-		pc.Untracked = append(pc.Untracked, fmt.Sprintf("process %d: %v", p.pid, err))
 		if firstErr == nil {
 			firstErr = err
 		}
@@ -185,40 +181,25 @@ func (pc *PreCopy) Close() {
 // Copy arms the trackers and copies every page the dump would save from
 // the running processes into pw, which must not be the writer of the final
 // image. Pages that cannot be read (unmapped meanwhile) are left to the
-// frozen dump. It returns the bytes copied.
+// frozen dump. It returns the bytes copied. It is the first CopyRound.
 func (pc *PreCopy) Copy(ctx context.Context, pw image.PageWriter) (uint64, error) {
-	pw = wrapInner(pw, pc.inner)
-	pids := pc.sortedPIDs()
-	var total uint64
-	for _, pid := range pids {
-		if err := ctx.Err(); err != nil {
-			return total, err
-		}
-		p := pc.procs[pid]
-		// The first Collect registers and protects every mapping and
-		// reports them whole: from here on every write is seen.
-		ranges, err := p.tk.Collect()
-		if err != nil {
-			return total, fmt.Errorf("process %d: arming the write tracker: %w", pid, err)
-		}
-		ms, err := trackedMappings(pid)
-		if err != nil {
-			return total, err
-		}
-		mem, err := ptrace.OpenMem(pid)
-		if err != nil {
-			return total, fmt.Errorf("process %d: %w", pid, err)
-		}
-		cp := &copier{pid: pid, pw: pw, within: dirty.NewCursor(ranges)}
-		err = walkPages(pid, ms, nil, cp.run(mem))
-		mem.Close()
-		if err != nil {
-			return total, err
-		}
-		p.copied = cp.copied
-		total += dirty.Bytes(cp.copied)
+	rd, err := pc.CopyRound(ctx, pw)
+	return rd.Copied, err
+}
+
+// walkRunning walks the pages of the running process pid that a dump
+// would save (walkPages over its tracked mappings), with its memory open.
+func walkRunning(pid int, run func(mem *ptrace.Mem) func(m *image.Mapping, addr uint64, n int) error) error {
+	ms, err := trackedMappings(pid)
+	if err != nil {
+		return err
 	}
-	return total, nil
+	mem, err := ptrace.OpenMem(pid)
+	if err != nil {
+		return fmt.Errorf("process %d: %w", pid, err)
+	}
+	defer mem.Close()
+	return walkPages(pid, ms, nil, run(mem))
 }
 
 // copier copies runs of wanted pages of a running process, tolerating
@@ -275,8 +256,6 @@ type frozenPass struct {
 	reuse  ParentReuser
 	copied *dirty.Cursor
 	dirty  *dirty.Cursor
-	// DirtyBytes counts the pages the tracker reported.
-	dirtyBytes uint64
 }
 
 // forProcess collects pid's written pages (the tree is frozen) and returns
@@ -305,7 +284,7 @@ func (pc *PreCopy) forProcess(pid int, pw image.PageWriter) (*frozenPass, error)
 	if p.pending != nil {
 		d, p.pending = unionRanges(d, p.pending), nil
 	}
-	return &frozenPass{reuse: r, copied: dirty.NewCursor(p.copied), dirty: dirty.NewCursor(d), dirtyBytes: dirty.Bytes(d)}, nil
+	return &frozenPass{reuse: r, copied: dirty.NewCursor(p.copied), dirty: dirty.NewCursor(d)}, nil
 }
 
 // CollectWritten collects, while the tree runs, the pages each tracked
@@ -364,36 +343,29 @@ func (pc *PreCopy) CopyTracked(ctx context.Context, pw image.PageWriter) (uint64
 		if p.copied == nil {
 			continue
 		}
-		ms, err := trackedMappings(pid)
-		if err != nil {
-			return total, err
-		}
-		mem, err := ptrace.OpenMem(pid)
-		if err != nil {
-			return total, fmt.Errorf("process %d: %w", pid, err)
-		}
 		fp := &frozenPass{reuse: r, copied: dirty.NewCursor(p.copied), dirty: dirty.NewCursor(p.pending)}
 		cp := &copier{pid: pid, pw: pw}
 		var saved []dirty.Range
-		err = walkPages(pid, ms, nil, func(m *image.Mapping, addr uint64, n int) error {
-			return fp.runs(m, addr, n, func(a, l uint64) error {
-				if err := r.ReusePages(pid, a, l); err != nil {
-					return fmt.Errorf("process %d: reusing pages at %#x: %w", pid, a, err)
-				}
-				saved = dirty.AppendRange(saved, dirty.Range{Addr: a, Len: l})
-				return nil
-			}, func(a uint64, n int) error {
-				before := len(cp.copied)
-				if err := cp.read(mem, a, n); err != nil {
-					return err
-				}
-				for _, c := range cp.copied[before:] {
-					saved = dirty.AppendRange(saved, c)
-				}
-				return nil
-			})
+		err := walkRunning(pid, func(mem *ptrace.Mem) func(m *image.Mapping, addr uint64, n int) error {
+			return func(m *image.Mapping, addr uint64, n int) error {
+				return fp.runs(m, addr, n, func(a, l uint64) error {
+					if err := r.ReusePages(pid, a, l); err != nil {
+						return fmt.Errorf("process %d: reusing pages at %#x: %w", pid, a, err)
+					}
+					saved = dirty.AppendRange(saved, dirty.Range{Addr: a, Len: l})
+					return nil
+				}, func(a uint64, n int) error {
+					before := len(cp.copied)
+					if err := cp.read(mem, a, n); err != nil {
+						return err
+					}
+					for _, c := range cp.copied[before:] {
+						saved = dirty.AppendRange(saved, c)
+					}
+					return nil
+				})
+			}
 		})
-		mem.Close()
 		if err != nil {
 			return total, err
 		}
@@ -418,7 +390,7 @@ func (pc *PreCopy) retrack(h *Handle, p *proc, saved []dirty.Range) error {
 	if pp == nil {
 		tk, err := h.armTracker(p)
 		if errors.Is(err, dirty.ErrUnavailable) {
-			return nil // read whole by every dump (Untracked lists only those found at StartPreCopy)
+			return nil // read whole by every dump
 		}
 		if err != nil {
 			return err

@@ -9,7 +9,6 @@ import (
 	"github.com/ckpt/ckpt/internal/dirty"
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/procfs"
-	"github.com/ckpt/ckpt/internal/ptrace"
 )
 
 // Round is what one pre-copy round did.
@@ -29,8 +28,7 @@ type Round struct {
 // page). The set of pages the frozen dump may reuse is kept exact across
 // rounds: a page reported written is dropped from it until it is copied
 // again, so a page written and then unmapped, or not readable when its
-// round came, is read again while frozen. Use either Copy or CopyRound on
-// one PreCopy, not both.
+// round came, is read again while frozen. Copy is the first round.
 func (pc *PreCopy) CopyRound(ctx context.Context, pw image.PageWriter) (Round, error) {
 	pw = wrapInner(pw, pc.inner)
 	pids := pc.sortedPIDs()
@@ -40,23 +38,19 @@ func (pc *PreCopy) CopyRound(ctx context.Context, pw image.PageWriter) (Round, e
 			return rd, err
 		}
 		p := pc.procs[pid]
+		// The first Collect registers and protects every mapping and
+		// reports them whole: from there on every write is seen.
 		written, err := p.tk.Collect()
 		if err != nil {
-			return rd, fmt.Errorf("process %d: collecting written pages: %w", pid, err)
+			what := "collecting written pages"
+			if p.copied == nil {
+				what = "arming the write tracker"
+			}
+			return rd, fmt.Errorf("process %d: %s: %w", pid, what, err)
 		}
 		rd.Dirty += dirty.Bytes(written)
-		ms, err := trackedMappings(pid)
-		if err != nil {
-			return rd, err
-		}
-		mem, err := ptrace.OpenMem(pid)
-		if err != nil {
-			return rd, fmt.Errorf("process %d: %w", pid, err)
-		}
 		cp := &copier{pid: pid, pw: pw, within: dirty.NewCursor(written)}
-		err = walkPages(pid, ms, nil, cp.run(mem))
-		mem.Close()
-		if err != nil {
+		if err := walkRunning(pid, cp.run); err != nil {
 			return rd, err
 		}
 		// Still valid: what an earlier round copied and nobody wrote
