@@ -33,11 +33,11 @@ const (
 //
 // A Save writes a file in tmp/ (a chunk: chunks/ab/.tmp-…); Sync fsyncs
 // those files, renames them into place and fsyncs every directory that
-// changed, so a blob is visible only once its bytes are durable. Chunks are fsynced and renamed in the
-// background as soon as they are written (a dump's chunks become durable
-// while it reads the next ones, and Sync waits only for the last); a chunk
-// nothing refers to yet is harmless, unlike a manifest, so the other kinds
-// wait for Sync.
+// changed, so a blob is visible only once its bytes are durable. Chunks
+// are fsynced and renamed in the background as soon as they are written
+// (a dump's chunks become durable while it reads the next ones, and Sync
+// waits only for the last); a chunk nothing refers to yet is harmless,
+// unlike a manifest, so the other kinds wait for Sync.
 type Local struct {
 	fs   vfs.FS
 	root string
@@ -67,9 +67,14 @@ type pendingFile struct {
 
 // layout is the directory skeleton of a local backend.
 func layout() []string {
-	dirs := []string{"manifests", "levels", "tmp", "locks", "chunks"}
-	for i := 0; i < 256; i++ {
-		dirs = append(dirs, filepath.Join("chunks", fmt.Sprintf("%02x", i)))
+	return append([]string{"manifests", "levels", "tmp", "locks", "chunks"}, chunkDirs("")...)
+}
+
+// chunkDirs lists the 256 fan-out directories of chunks under root.
+func chunkDirs(root string) []string {
+	dirs := make([]string, 256)
+	for i := range dirs {
+		dirs[i] = filepath.Join(root, "chunks", fmt.Sprintf("%02x", i))
 	}
 	return dirs
 }
@@ -470,9 +475,7 @@ func (l *Local) List(ctx context.Context, k Kind, fn func(Info) error) error {
 		}
 		return fn(in)
 	case Chunk:
-		for i := 0; i < 256; i++ {
-			dirs = append(dirs, filepath.Join(l.root, "chunks", fmt.Sprintf("%02x", i)))
-		}
+		dirs = chunkDirs(l.root)
 	case Manifest, Level:
 		dirs = []string{filepath.Join(l.root, string(k))}
 	default:
@@ -526,11 +529,10 @@ func (l *Local) CleanTmp(ctx context.Context) (int, error) {
 	if err := remove(filepath.Join(l.root, "tmp"), func(string) bool { return true }); err != nil {
 		return n, err
 	}
-	for i := 0; i < 256; i++ {
+	for _, dir := range chunkDirs(l.root) {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		dir := filepath.Join(l.root, "chunks", fmt.Sprintf("%02x", i))
 		if err := remove(dir, func(name string) bool { return strings.HasPrefix(name, tmpPrefix) }); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return n, err
 		}
