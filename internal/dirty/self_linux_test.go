@@ -16,14 +16,7 @@ import (
 // TestSelf tracks this test process: an anonymous mapping, a random set of
 // written pages, exactly those reported.
 func TestSelf(t *testing.T) {
-	tr, err := StartSelf()
-	if errors.Is(err, ErrUnavailable) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := startSelf(t)
 	const n = 4096
 	mem, err := unix.Mmap(-1, 0, n*PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
@@ -105,6 +98,9 @@ func BenchmarkFirstWrite(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/page")
 	})
 	b.Run("tracked", func(b *testing.B) {
+		// Closed at once, not at the end of the benchmark: b.Run calls
+		// this again with a larger b.N, and two trackers of one process
+		// cannot register the same mappings.
 		tr, err := StartSelf()
 		if errors.Is(err, ErrUnavailable) {
 			b.Skip(err)
@@ -148,14 +144,7 @@ func TestSpareHugePages(t *testing.T) {
 	if huge(t, start) == 0 {
 		t.Skip("no transparent huge page was allocated (THP off or memory fragmented)")
 	}
-	tr, err := StartSelf()
-	if errors.Is(err, ErrUnavailable) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := startSelf(t)
 	tr.SpareHugePages = true
 	area := Range{uint64(start), size}
 	for round := 0; round < 2; round++ {
@@ -202,14 +191,7 @@ func huge(t *testing.T, addr uintptr) uint64 {
 // UFFD_FEATURE_EVENT_REMAP), so Collect reports the range whole instead of
 // unchanged. A kept tracker relies on this (realloc moves big blocks).
 func TestMremapOntoTrackedRange(t *testing.T) {
-	tr, err := StartSelf()
-	if errors.Is(err, ErrUnavailable) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := startSelf(t)
 	const size = 64 * PageSize
 	a, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
@@ -248,4 +230,19 @@ func TestMremapOntoTrackedRange(t *testing.T) {
 	if !covers(got, Range{at, size}) {
 		t.Fatalf("a mapping moved onto a tracked range is not reported whole: %v", got)
 	}
+}
+
+// startSelf tracks this test process, closed when the test ends; it skips
+// the test where userfaultfd write-protect is unavailable.
+func startSelf(tb testing.TB) *Tracker {
+	tb.Helper()
+	tr, err := StartSelf()
+	if errors.Is(err, ErrUnavailable) {
+		tb.Skip(err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { tr.Close() })
+	return tr
 }
