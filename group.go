@@ -63,9 +63,7 @@ type Rank struct {
 	ctlCh   chan group.Wire
 	commits chan localCommit
 
-	mu     sync.Mutex
-	in     []inMsg
-	notify chan struct{}
+	inbox
 
 	replay []inMsg // recorded channel messages to deliver first after a restore
 
@@ -86,6 +84,24 @@ type inMsg struct {
 	from int
 	f    group.Frame
 	err  error
+}
+
+// inbox holds what a rank's peer links brought: their reading goroutines
+// push, the rank's goroutine takes under mu and waits on notify.
+type inbox struct {
+	mu     sync.Mutex
+	in     []inMsg
+	notify chan struct{} // buffered 1: a push since the last wait
+}
+
+func (b *inbox) push(m inMsg) {
+	b.mu.Lock()
+	b.in = append(b.in, m)
+	b.mu.Unlock()
+	select {
+	case b.notify <- struct{}{}:
+	default:
+	}
 }
 
 type localCommit struct {
@@ -119,7 +135,7 @@ func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
 	j.mu.Unlock()
 
 	r := &Rank{job: j, cfg: cfg, ctlCh: make(chan group.Wire, 64), commits: make(chan localCommit, 4),
-		notify: make(chan struct{}, 1), prep: map[uint64]*prepState{}, out: make([]*peerLink, cfg.Size)}
+		inbox: inbox{notify: make(chan struct{}, 1)}, prep: map[uint64]*prepState{}, out: make([]*peerLink, cfg.Size)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -257,16 +273,6 @@ func linkPeers(ctx context.Context, ln net.Listener, self int, addrs []string, p
 		}
 	}
 	return out, nil
-}
-
-func (r *Rank) push(m inMsg) {
-	r.mu.Lock()
-	r.in = append(r.in, m)
-	r.mu.Unlock()
-	select {
-	case r.notify <- struct{}{}:
-	default:
-	}
 }
 
 func (r *Rank) readCtl() {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 
 	"github.com/ckpt/ckpt/internal/group"
 	"github.com/ckpt/ckpt/internal/group/cic"
@@ -56,10 +55,8 @@ type CICRank struct {
 	p   cic.Process
 	st  *CICState // protected as cicStateName
 
-	mu     sync.Mutex
-	in     []inMsg
-	notify chan struct{}
-	ctlCh  chan group.Wire
+	inbox
+	ctlCh chan group.Wire
 
 	sent, recvd   []uint64 // messages per destination, per sender
 	basic, forced int
@@ -81,7 +78,7 @@ func (j *Job) JoinCIC(ctx context.Context, cfg GroupConfig) (*CICRank, error) {
 	j.mu.Lock()
 	j.opts.keep = 0
 	j.mu.Unlock()
-	r := &CICRank{job: j, cfg: cfg, st: &CICState{}, notify: make(chan struct{}, 1), ctlCh: make(chan group.Wire, 64),
+	r := &CICRank{job: j, cfg: cfg, st: &CICState{}, inbox: inbox{notify: make(chan struct{}, 1)}, ctlCh: make(chan group.Wire, 64),
 		sent: make([]uint64, cfg.Size), recvd: make([]uint64, cfg.Size)}
 	if err := j.Protect(cicStateName, r.st); err != nil {
 		return nil, err
@@ -126,16 +123,6 @@ func (j *Job) JoinCIC(ctx context.Context, cfg GroupConfig) (*CICRank, error) {
 	}()
 	ok = true
 	return r, nil
-}
-
-func (r *CICRank) push(m inMsg) {
-	r.mu.Lock()
-	r.in = append(r.in, m)
-	r.mu.Unlock()
-	select {
-	case r.notify <- struct{}{}:
-	default:
-	}
 }
 
 // ID is the rank's number; Size the group's.

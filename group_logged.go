@@ -40,10 +40,8 @@ type LoggedRank struct {
 
 	links []*loggedLink
 
-	mu     sync.Mutex
-	in     []inMsg
-	notify chan struct{}
-	ctlCh  chan group.Wire
+	inbox
+	ctlCh chan group.Wire
 
 	restarted bool
 	done      bool
@@ -77,7 +75,7 @@ func (j *Job) JoinLogged(ctx context.Context, cfg GroupConfig) (*LoggedRank, err
 		}
 	}
 	r := &LoggedRank{job: j, cfg: cfg, lp: msglog.New(cfg.Rank, peers), st: &msglog.State{},
-		notify: make(chan struct{}, 1), ctlCh: make(chan group.Wire, 64), links: make([]*loggedLink, cfg.Size)}
+		inbox: inbox{notify: make(chan struct{}, 1)}, ctlCh: make(chan group.Wire, 64), links: make([]*loggedLink, cfg.Size)}
 	for p := range r.links {
 		r.links[p] = &loggedLink{}
 	}
@@ -157,16 +155,6 @@ func (r *LoggedRank) accept() {
 				r.push(inMsg{from: from, f: f})
 			}
 		}()
-	}
-}
-
-func (r *LoggedRank) push(m inMsg) {
-	r.mu.Lock()
-	r.in = append(r.in, m)
-	r.mu.Unlock()
-	select {
-	case r.notify <- struct{}{}:
-	default:
 	}
 }
 
