@@ -196,7 +196,7 @@ func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
 	}
 	r.snap = cl.New(cfg.Rank, in, out)
 	r.snap.Forget(r.restored)
-	go r.readCtl()
+	go readCtl(r.ctl, r.ctlCh)
 	ok = true
 	return r, nil
 }
@@ -275,14 +275,16 @@ func linkPeers(ctx context.Context, ln net.Listener, self int, addrs []string, p
 	return out, nil
 }
 
-func (r *Rank) readCtl() {
+// readCtl passes the coordinator's messages to ch, ending with one of
+// type "closed" holding the read error.
+func readCtl(ctl *group.Conn, ch chan<- group.Wire) {
 	for {
-		w, err := r.ctl.Recv()
+		w, err := ctl.Recv()
 		if err != nil {
-			r.ctlCh <- group.Wire{Type: "closed", Error: err.Error()}
+			ch <- group.Wire{Type: "closed", Error: err.Error()}
 			return
 		}
-		r.ctlCh <- w
+		ch <- w
 	}
 }
 

@@ -111,16 +111,7 @@ func (j *Job) JoinCIC(ctx context.Context, cfg GroupConfig) (*CICRank, error) {
 	if r.out, err = linkPeers(ctx, r.ln, cfg.Rank, w.Peers, r.push); err != nil {
 		return nil, fmt.Errorf("JoinCIC: connecting to the other ranks: %w", err)
 	}
-	go func() {
-		for {
-			w, err := r.ctl.Recv()
-			if err != nil {
-				r.ctlCh <- group.Wire{Type: "closed", Error: err.Error()}
-				return
-			}
-			r.ctlCh <- w
-		}
-	}()
+	go readCtl(r.ctl, r.ctlCh)
 	ok = true
 	return r, nil
 }

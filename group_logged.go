@@ -124,7 +124,7 @@ func (j *Job) JoinLogged(ctx context.Context, cfg GroupConfig) (*LoggedRank, err
 	for _, p := range peers {
 		r.redial(p, w.Peers[p])
 	}
-	go r.readCtl()
+	go readCtl(r.ctl, r.ctlCh)
 	r.flush() // the replay requests and messages to send again
 	ok = true
 	return r, nil
@@ -228,17 +228,6 @@ func (r *LoggedRank) write(p int, f group.Frame) {
 		l.c = nil
 	}
 	l.queue = append(l.queue, f)
-}
-
-func (r *LoggedRank) readCtl() {
-	for {
-		w, err := r.ctl.Recv()
-		if err != nil {
-			r.ctlCh <- group.Wire{Type: "closed", Error: err.Error()}
-			return
-		}
-		r.ctlCh <- w
-	}
 }
 
 // flush sends the state machine's control messages and resends.
