@@ -669,6 +669,23 @@ func register(ctx context.Context, cfg GroupConfig, op string) (*registration, e
 		stop: context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })}, nil
 }
 
+// peers waits for the coordinator's list of the ranks' addresses, by
+// rank, passing over what comes before it.
+func (g *registration) peers(size int) ([]string, error) {
+	var w group.Wire
+	var err error
+	for err == nil && w.Type != group.MsgPeers {
+		w, err = g.ctl.Recv()
+		if err == nil && w.Type == group.MsgFailed {
+			err = errors.New(w.Error)
+		}
+	}
+	if err == nil && len(w.Peers) != size {
+		err = fmt.Errorf("%d peers for %d ranks", len(w.Peers), size)
+	}
+	return w.Peers, err
+}
+
 // registered ends the interruption by ctx: the rank is in the group.
 func (g *registration) registered() {
 	g.stop()

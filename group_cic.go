@@ -2,7 +2,6 @@ package ckpt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -94,21 +93,12 @@ func (j *Job) JoinCIC(ctx context.Context, cfg GroupConfig) (*CICRank, error) {
 		return nil, err
 	}
 	r.ln, r.ctl = reg.ln, reg.ctl
-	var w group.Wire
-	for err == nil && w.Type != group.MsgPeers {
-		w, err = r.ctl.Recv()
-		if err == nil && w.Type == group.MsgFailed {
-			err = errors.New(w.Error)
-		}
-	}
-	if err == nil && len(w.Peers) != cfg.Size {
-		err = fmt.Errorf("%d peers for %d ranks", len(w.Peers), cfg.Size)
-	}
+	addrs, err := reg.peers(cfg.Size)
 	if err != nil {
 		return nil, fmt.Errorf("JoinCIC: registering with the coordinator: %w", err)
 	}
 	reg.registered()
-	if r.out, err = linkPeers(ctx, r.ln, cfg.Rank, w.Peers, r.push); err != nil {
+	if r.out, err = linkPeers(ctx, r.ln, cfg.Rank, addrs, r.push); err != nil {
 		return nil, fmt.Errorf("JoinCIC: connecting to the other ranks: %w", err)
 	}
 	go readCtl(r.ctl, r.ctlCh)

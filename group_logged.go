@@ -106,23 +106,14 @@ func (j *Job) JoinLogged(ctx context.Context, cfg GroupConfig) (*LoggedRank, err
 		return nil, err
 	}
 	r.ln, r.ctl, r.adv = reg.ln, reg.ctl, reg.adv
-	var w group.Wire
-	for err == nil && w.Type != group.MsgPeers {
-		w, err = r.ctl.Recv()
-		if err == nil && w.Type == group.MsgFailed {
-			err = errors.New(w.Error)
-		}
-	}
-	if err == nil && len(w.Peers) != cfg.Size {
-		err = fmt.Errorf("%d peers for %d ranks", len(w.Peers), cfg.Size)
-	}
+	addrs, err := reg.peers(cfg.Size)
 	if err != nil {
 		return nil, fmt.Errorf("JoinLogged: registering: %w", err)
 	}
 	reg.registered()
 	go r.accept()
 	for _, p := range peers {
-		r.redial(p, w.Peers[p])
+		r.redial(p, addrs[p])
 	}
 	go readCtl(r.ctl, r.ctlCh)
 	r.flush() // the replay requests and messages to send again
