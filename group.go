@@ -135,7 +135,7 @@ func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
 	j.mu.Unlock()
 
 	r := &Rank{job: j, cfg: cfg, ctlCh: make(chan group.Wire, 64), commits: make(chan localCommit, 4),
-		inbox: inbox{notify: make(chan struct{}, 1)}, prep: map[uint64]*prepState{}, out: make([]*peerLink, cfg.Size)}
+		inbox: inbox{notify: make(chan struct{}, 1)}, prep: map[uint64]*prepState{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -185,7 +185,7 @@ func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
 		return nil, fmt.Errorf("JoinGroup: waiting for the other ranks: %w", err)
 	}
 	reg.registered()
-	if err := r.connect(ctx, w.Peers); err != nil {
+	if r.out, err = linkPeers(ctx, r.ln, cfg.Rank, w.Peers, r.push); err != nil {
 		return nil, fmt.Errorf("JoinGroup: connecting to the other ranks: %w", err)
 	}
 	var in, out []int
@@ -199,13 +199,6 @@ func (j *Job) JoinGroup(ctx context.Context, cfg GroupConfig) (*Rank, error) {
 	go readCtl(r.ctl, r.ctlCh)
 	ok = true
 	return r, nil
-}
-
-// connect dials every other rank and accepts every other rank's dial.
-func (r *Rank) connect(ctx context.Context, addrs []string) error {
-	var err error
-	r.out, err = linkPeers(ctx, r.ln, r.cfg.Rank, addrs, r.push)
-	return err
 }
 
 // linkPeers dials every other rank (the links this rank sends on, by
