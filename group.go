@@ -298,13 +298,21 @@ func (r *Rank) Send(to int, data []byte) error {
 	if r.err != nil {
 		return r.err
 	}
-	if to < 0 || to >= r.cfg.Size || to == r.cfg.Rank {
+	if err := r.cfg.checkSend(to, data); err != nil {
+		return err
+	}
+	return r.write(to, group.Frame{Kind: group.FrameData, Data: data})
+}
+
+// checkSend refuses a message to no peer, or too large for a frame.
+func (cfg *GroupConfig) checkSend(to int, data []byte) error {
+	if to < 0 || to >= cfg.Size || to == cfg.Rank {
 		return fmt.Errorf("send to rank %d: no such peer", to)
 	}
 	if len(data) > group.MaxMessage {
 		return fmt.Errorf("send to rank %d: %d bytes exceed %d", to, len(data), group.MaxMessage)
 	}
-	return r.write(to, group.Frame{Kind: group.FrameData, Data: data})
+	return nil
 }
 
 func (r *Rank) write(to int, f group.Frame) error {
@@ -390,14 +398,18 @@ func (r *Rank) Close() error {
 	return nil
 }
 
-func (r *Rank) close() {
-	if r.ctl != nil {
-		r.ctl.Close()
+func (r *Rank) close() { closeLinks(r.ctl, r.ln, r.out) }
+
+// closeLinks closes what a Rank or CICRank has open; any may be missing
+// (a join that failed part way).
+func closeLinks(ctl *group.Conn, ln net.Listener, out []*peerLink) {
+	if ctl != nil {
+		ctl.Close()
 	}
-	if r.ln != nil {
-		r.ln.Close()
+	if ln != nil {
+		ln.Close()
 	}
-	for _, l := range r.out {
+	for _, l := range out {
 		if l != nil {
 			l.c.Close()
 		}

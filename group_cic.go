@@ -156,11 +156,8 @@ func (r *CICRank) Send(to int, data []byte) error {
 	if r.err != nil {
 		return r.err
 	}
-	if to < 0 || to >= r.cfg.Size || to == r.cfg.Rank {
-		return fmt.Errorf("send to rank %d: no such peer", to)
-	}
-	if len(data) > group.MaxMessage {
-		return fmt.Errorf("send to rank %d: %d bytes exceed %d", to, len(data), group.MaxMessage)
+	if err := r.cfg.checkSend(to, data); err != nil {
+		return err
 	}
 	ix := r.p.Send()
 	l := r.out[to]
@@ -220,17 +217,7 @@ func (r *CICRank) Done(ctx context.Context) error {
 
 // Close leaves the group at once.
 func (r *CICRank) Close() error {
-	if r.ctl != nil {
-		r.ctl.Close()
-	}
-	if r.ln != nil {
-		r.ln.Close()
-	}
-	for _, l := range r.out {
-		if l != nil {
-			l.c.Close()
-		}
-	}
+	closeLinks(r.ctl, r.ln, r.out)
 	return nil
 }
 
