@@ -325,10 +325,11 @@ func (x loggedRk) recv(ctx context.Context) error {
 	return checkLen(d, x.p, err)
 }
 
+func (x loggedRk) send(ctx context.Context, to int) error { return x.r.Send(ctx, to, x.p) }
+
 func checkLen(got, want []byte, err error) error {
 	if err == nil && len(got) != len(want) {
 		err = fmt.Errorf("received %d bytes, sent %d", len(got), len(want))
 	}
 	return err
 }
-func (x loggedRk) send(ctx context.Context, to int) error { return x.r.Send(ctx, to, x.p) }
