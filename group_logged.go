@@ -242,8 +242,8 @@ func (r *LoggedRank) Restarted() bool { return r.restarted }
 // a message this rank received is not yet logged at its sender
 // (pessimistic logging).
 func (r *LoggedRank) Send(ctx context.Context, to int, data []byte) error {
-	if to < 0 || to >= r.cfg.Size || to == r.cfg.Rank {
-		return fmt.Errorf("send to rank %d: no such peer", to)
+	if err := r.cfg.checkSend(to, data); err != nil {
+		return err
 	}
 	for {
 		if r.err != nil {
