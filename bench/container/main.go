@@ -145,8 +145,8 @@ func lines(p string) int {
 }
 
 func summary(d []time.Duration) string {
-	lo, hi := stats.Range(d)
-	return fmt.Sprintf("%.0f ms (%.0f–%.0f)", ms(stats.Median(d)), ms(lo), ms(hi))
+	med, lo, hi := stats.Spread(d)
+	return fmt.Sprintf("%.0f ms (%.0f–%.0f)", ms(med), ms(lo), ms(hi))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

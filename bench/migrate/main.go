@@ -262,8 +262,8 @@ func stderrOf(err error) string {
 }
 
 func spread(ds []time.Duration) string {
-	lo, hi := stats.Range(ds)
-	return fmt.Sprintf("%s (%s–%s)", ms(stats.Median(ds)), ms(lo), ms(hi))
+	med, lo, hi := stats.Spread(ds)
+	return fmt.Sprintf("%s (%s–%s)", ms(med), ms(lo), ms(hi))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d.Microseconds())/1000) }

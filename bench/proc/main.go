@@ -187,9 +187,9 @@ func overheads(trees []shape, res []result, dir string, criu bool) {
 		for i := range a {
 			ds = append(ds, (b[i]-a[i])/time.Duration(n))
 		}
-		lo, hi := stats.Range(ds)
+		med, lo, hi := stats.Spread(ds)
 		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-		return fmt.Sprintf("%.1f ms (%.1f–%.1f)", ms(stats.Median(ds)), ms(lo), ms(hi))
+		return fmt.Sprintf("%.1f ms (%.1f–%.1f)", ms(med), ms(lo), ms(hi))
 	}
 	for i, a := range trees {
 		for j, b := range trees {
@@ -221,8 +221,8 @@ func spread(ds []time.Duration) string {
 	if len(ds) == 1 {
 		return secs(ds[0])
 	}
-	lo, hi := stats.Range(ds)
-	return fmt.Sprintf("%s (%.2f–%.2f)", secs(stats.Median(ds)), lo.Seconds(), hi.Seconds())
+	med, lo, hi := stats.Spread(ds)
+	return fmt.Sprintf("%s (%.2f–%.2f)", secs(med), lo.Seconds(), hi.Seconds())
 }
 
 func kernel() string {

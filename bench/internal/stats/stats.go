@@ -12,10 +12,11 @@ func Median(ds []time.Duration) time.Duration {
 	return sorted(ds)[len(ds)/2]
 }
 
-// Range is the smallest and the largest value of ds.
-func Range(ds []time.Duration) (lo, hi time.Duration) {
+// Spread is the median of ds (as Median) with its smallest and largest
+// value: what every summary line reports, from one sort.
+func Spread(ds []time.Duration) (median, lo, hi time.Duration) {
 	s := sorted(ds)
-	return s[0], s[len(s)-1]
+	return s[len(s)/2], s[0], s[len(s)-1]
 }
 
 func sorted(ds []time.Duration) []time.Duration {
