@@ -285,16 +285,40 @@ func timedTo(so *os.File, name string, args ...string) (time.Duration, int64) {
 	return d, ru.Maxrss << 10
 }
 
-func runCkpt(bin, memfill, dir string, t shape) (time.Duration, time.Duration, int64, int64, int64) {
+// newRepo makes a fresh repository under dir for one run; the caller
+// removes it. It is created before the clock starts, as CRIU's image
+// directory is: creating one is done once, not per dump (on this VM's ext4
+// its 261 directories take ~0.2 s; see docs/PERFORMANCE.md).
+func newRepo(bin, dir string) string {
 	repo := filepath.Join(dir, "ckpt-bench-repo")
 	os.RemoveAll(repo)
-	defer os.RemoveAll(repo)
-	// The repository is created before the clock starts, as CRIU's image
-	// directory is: creating one is done once, not per dump (on this VM's
-	// ext4 its 261 directories take ~0.2 s; see docs/PERFORMANCE.md).
 	if out, err := exec.Command(bin, "--repo", repo, "init").CombinedOutput(); err != nil {
 		fail("ckpt init: %v: %s", err, out)
 	}
+	return repo
+}
+
+// newImages makes a fresh, empty CRIU image directory under dir for one
+// run; the caller removes it.
+func newImages(dir string) string {
+	img := filepath.Join(dir, "criu-bench-img")
+	os.RemoveAll(img)
+	check(os.MkdirAll(img, 0o700))
+	return img
+}
+
+// restoredPID is the PID on the first line of a detached restore's output.
+func restoredPID(out string) int {
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(out, "\n", 2)[0]))
+	if err != nil {
+		fail("ckpt restore printed %q", out)
+	}
+	return pid
+}
+
+func runCkpt(bin, memfill, dir string, t shape) (time.Duration, time.Duration, int64, int64, int64) {
+	repo := newRepo(bin, dir)
+	defer os.RemoveAll(repo)
 	cmd, _ := startFill(memfill, t)
 	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--codec", ckptCodec, "--name", "bench", strconv.Itoa(cmd.Process.Pid))
 	cmd.Wait()
@@ -309,11 +333,7 @@ func runCkpt(bin, memfill, dir string, t shape) (time.Duration, time.Duration, i
 	defer so.Close()
 	tr, rssR := timedTo(so, bin, "--repo", repo, "restore", "--detach", "--stdout", out, "bench")
 	b, _ := os.ReadFile(out)
-	p, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	if err != nil {
-		fail("ckpt restore printed %q", b)
-	}
-	finish(p, out, "ckpt")
+	finish(restoredPID(string(b)), out, "ckpt")
 	return td, tr, size, rssD, rssR
 }
 
@@ -345,9 +365,7 @@ func finish(pid int, out, who string) {
 // runCRIU returns CRIU's dump time, the dump time with its images fsynced
 // after, its restore time and its image size.
 func runCRIU(criu, memfill, dir string, t shape) (time.Duration, time.Duration, time.Duration, int64) {
-	img := filepath.Join(dir, "criu-bench-img")
-	os.RemoveAll(img)
-	check(os.MkdirAll(img, 0o700))
+	img := newImages(dir)
 	defer os.RemoveAll(img)
 	// A session of its own, stdio to a file: CRIU then needs no
 	// --shell-job and restores the stdout file at its offset. setsid does

@@ -77,7 +77,6 @@ func quiesce(pid int) {
 	}
 }
 
-// redisGet reads the state of a redis holding keys key:0 … key:n-1.
 // populate SETs key:0 … key:n-1 to 1 KiB of random bytes each through
 // redis-cli --pipe. The values are random because DEBUG POPULATE's are
 // alike ("value:N" and zeros): ckpt would store them deduplicated in a few
@@ -108,6 +107,7 @@ func populate(port, n int) {
 	}
 }
 
+// redisGet reads the state of a redis holding keys key:0 … key:n-1.
 func redisGet(port, n int) redisState {
 	var s redisState
 	var err error
@@ -167,12 +167,8 @@ func rssMiB(pid int) int64 {
 }
 
 func runRedisCkpt(bin, redis, dir string, mib int) (time.Duration, time.Duration, int64, int64, int64) {
-	repo := filepath.Join(dir, "ckpt-bench-repo")
-	os.RemoveAll(repo)
+	repo := newRepo(bin, dir)
 	defer os.RemoveAll(repo)
-	if out, err := exec.Command(bin, "--repo", repo, "init").CombinedOutput(); err != nil {
-		fail("ckpt init: %v: %s", err, out)
-	}
 	defer os.Remove(filepath.Join(dir, "redis-bench.log"))
 	cmd, port, want := startRedis(redis, dir, mib)
 	fmt.Fprintf(os.Stderr, "redis %d: %s keys, RSS %d MiB\n", cmd.Process.Pid, want.dbsize, rssMiB(cmd.Process.Pid))
@@ -181,18 +177,12 @@ func runRedisCkpt(bin, redis, dir string, mib int) (time.Duration, time.Duration
 	reapAll()
 	size := duBytes(repo)
 	tr, rssR, out := timed(bin, "--repo", repo, "restore", "--detach", "redis")
-	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(out, "\n", 2)[0]))
-	if err != nil {
-		fail("ckpt restore printed %q", out)
-	}
-	redisCheck(port, pid, want, "ckpt")
+	redisCheck(port, restoredPID(out), want, "ckpt")
 	return td, tr, size, rssD, rssR
 }
 
 func runRedisCRIU(criu, redis, dir string, mib int) (time.Duration, time.Duration, int64) {
-	img := filepath.Join(dir, "criu-bench-img")
-	os.RemoveAll(img)
-	check(os.MkdirAll(img, 0o700))
+	img := newImages(dir)
 	defer os.RemoveAll(img)
 	defer os.Remove(filepath.Join(dir, "redis-bench.log"))
 	cmd, port, want := startRedis(redis, dir, mib)
