@@ -10,45 +10,15 @@
  *                          prints PASS (a restored copy must be consistent).
  */
 #include "common.h"
-#include <sys/mman.h>
+#include "pages.h"
 #include <time.h>
-
-#define PAGE 4096
-
-static uint64_t rng;
-static uint64_t next(void) {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
-static uint64_t sum(const uint64_t *w) {
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (int i = 0; i < PAGE / 8; i++) h = (h ^ w[i]) * 0x100000001b3ull;
-	return h;
-}
-
-static unsigned char *mem;
-static uint64_t *sums;
-static size_t npages;
-
-static void fill(size_t i) {
-	uint64_t *w = (uint64_t *)(mem + i * PAGE);
-	for (int k = 0; k < PAGE / 8; k++) w[k] = next();
-	sums[i] = sum(w);
-}
 
 int main(int argc, char **argv) {
 	(void)wait_usr2;
 	setup_protocol();
 	size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 16;
-	npages = (mib << 20) / PAGE;
 	rng = nonce | 1;
-	mem = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	sums = mmap(NULL, npages * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED || sums == MAP_FAILED) fail("mmap");
-	for (size_t i = 0; i < npages; i++) fill(i);
+	alloc_pages(mib);
 	printf("REGION %lx %lx\n", (unsigned long)mem, (unsigned long)(npages * PAGE));
 	ready();
 	if (argc > 2 && strcmp(argv[2], "cmd") == 0) {
@@ -79,8 +49,7 @@ int main(int argc, char **argv) {
 		carry += (double)npages * permille / 1000 / 100;
 		for (; carry >= 1; carry--) fill(next() % npages);
 	}
-	for (size_t i = 0; i < npages; i++)
-		if (sums[i] != sum((uint64_t *)(mem + i * PAGE))) fail("page checksum");
+	if (first_bad_page() < npages) fail("page checksum");
 	pass();
 	return 0;
 }
