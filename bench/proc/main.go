@@ -245,16 +245,15 @@ func ddWrite(dir string, mib int) time.Duration {
 }
 
 // startFill starts the memory filler and waits for READY.
-func startFill(memfill string, t shape) (*exec.Cmd, *bufio.Reader) {
+func startFill(memfill string, t shape) *exec.Cmd {
 	cmd := exec.Command(memfill, strconv.Itoa(t.mib), strconv.Itoa(t.n))
 	stdout, _ := cmd.StdoutPipe()
 	check(cmd.Start())
-	rd := bufio.NewReader(stdout)
-	line, err := rd.ReadString('\n')
+	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "READY") {
 		fail("memfill: %q %v", line, err)
 	}
-	return cmd, rd
+	return cmd
 }
 
 // timed runs a command and returns its wall time, peak RSS and stdout.
@@ -319,7 +318,7 @@ func restoredPID(out string) int {
 func runCkpt(bin, memfill, dir string, t shape) (time.Duration, time.Duration, int64, int64, int64) {
 	repo := newRepo(bin, dir)
 	defer os.RemoveAll(repo)
-	cmd, _ := startFill(memfill, t)
+	cmd := startFill(memfill, t)
 	td, rssD, _ := timed(bin, "--repo", repo, "dump", "--codec", ckptCodec, "--name", "bench", strconv.Itoa(cmd.Process.Pid))
 	cmd.Wait()
 	reapAll()
