@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ckpt/ckpt/bench/internal/machine"
 	"github.com/ckpt/ckpt/bench/internal/stats"
 )
 
@@ -43,8 +44,7 @@ func main() {
 	if out, err := exec.Command("gcc", "-O2", "-o", hb, src).CombinedOutput(); err != nil {
 		fail("gcc: %v: %s", err, out)
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("%d CPUs, load %s; program: heartbeat, %d MiB\n\n", runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "), *mib)
+	fmt.Printf("%d CPUs, load %s; program: heartbeat, %d MiB\n\n", runtime.NumCPU(), machine.Load(), *mib)
 	res := map[bool][2][]time.Duration{}
 	for i := 0; i < *reps; i++ {
 		for _, iso := range []bool{false, true} {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ckpt/ckpt"
+	"github.com/ckpt/ckpt/bench/internal/machine"
 	"github.com/ckpt/ckpt/internal/repo"
 	"github.com/zeebo/xxh3"
 )
@@ -106,7 +107,7 @@ func run(o options) error {
 		return err
 	}
 	fmt.Printf("command: %s\n", strings.Join(os.Args, " "))
-	fmt.Printf("machine: %d CPUs (GOMAXPROCS %d), %s, kernel %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), kernel())
+	fmt.Printf("machine: %d CPUs (GOMAXPROCS %d), %s, kernel %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), machine.Kernel())
 	var results []Result
 	for _, kind := range strings.Split(o.data, ",") {
 		r, err := measure(o, dir, kind)
@@ -122,11 +123,6 @@ func run(o options) error {
 		return json.NewEncoder(os.Stdout).Encode(results)
 	}
 	return nil
-}
-
-func kernel() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
 }
 
 func fill(kind string, seed uint64, s []float64) {

@@ -32,6 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt/ckpt/bench/internal/machine"
 	"github.com/ckpt/ckpt/bench/internal/stats"
 )
 
@@ -70,8 +71,7 @@ func main() {
 	agentPID := childOf(agent.Process.Pid)
 
 	host, _ := os.Hostname()
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("machine: %s, %d CPUs, kernel %s, load %s\n", host, runtime.NumCPU(), kernel(), strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Printf("machine: %s, %d CPUs, kernel %s, load %s\n", host, runtime.NumCPU(), machine.Kernel(), machine.Load())
 	fmt.Printf("program: %d MiB, %d‰ of its pages rewritten per second, a beat every 10 ms\n\n", *mib, *permille)
 	var liveGap, liveTotal, liveFrozen, plainGap, plainTotal []time.Duration
 	for i := 0; i < *reps; i++ {
@@ -82,13 +82,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "rep %d: live downtime %s (frozen %s) total %s [%s]; plain downtime %s total %s\n",
 			i+1, ms(g), ms(fr), ms(tot), note, ms(pg), ms(pt))
 	}
-	load, _ = os.ReadFile("/proc/loadavg")
+	load := machine.Load()
 	fmt.Println("| | downtime (largest heartbeat gap) | source frozen | total |")
 	fmt.Println("|---|---|---|---|")
 	fmt.Printf("| ckpt migrate (pre-copy) | %s | %s | %s |\n", spread(liveGap), spread(liveFrozen), spread(liveTotal))
 	fmt.Printf("| dump + cp + restore | %s | — | %s |\n", spread(plainGap), spread(plainTotal))
-	fmt.Printf("\nratio of downtimes (plain / live, medians): %.1f; load after: %s\n", stats.Median(plainGap).Seconds()/stats.Median(liveGap).Seconds(),
-		strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Printf("\nratio of downtimes (plain / live, medians): %.1f; load after: %s\n",
+		stats.Median(plainGap).Seconds()/stats.Median(liveGap).Seconds(), load)
 }
 
 // live migrates one program and returns the largest gap in its beats, the
@@ -267,12 +267,6 @@ func spread(ds []time.Duration) string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d.Microseconds())/1000) }
-
-func kernel() string {
-	var u unix.Utsname
-	unix.Uname(&u)
-	return unix.ByteSliceToString(u.Release[:])
-}
 
 func check(err error) {
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt/ckpt/bench/internal/machine"
 	"github.com/ckpt/ckpt/bench/internal/stats"
 )
 
@@ -76,7 +77,7 @@ func main() {
 		}
 	}
 	host, _ := os.Hostname()
-	fmt.Printf("machine: %s, %d CPUs, kernel %s, load average %s\n\n", host, runtime.NumCPU(), kernel(), loadavg())
+	fmt.Printf("machine: %s, %d CPUs, kernel %s, load average %s\n\n", host, runtime.NumCPU(), machine.Kernel(), machine.Load())
 	var rows []string
 	for _, d := range strings.Split(*dirs, ",") {
 		// The shapes take turns within a repetition, so that the ratios
@@ -96,7 +97,7 @@ func main() {
 					line += fmt.Sprintf(", CRIU dump %s (%s with fsync) restore %s (ratio %.2f, %.2f against fsynced / %.2f)", secs(c1), secs(cs), secs(c2),
 						t1.Seconds()/c1.Seconds(), t1.Seconds()/cs.Seconds(), t2.Seconds()/c2.Seconds())
 				}
-				fmt.Fprintf(os.Stderr, "%s [load %s]\n", line, loadavg())
+				fmt.Fprintf(os.Stderr, "%s [load %s]\n", line, machine.Load())
 			}
 		}
 		for j, t := range trees {
@@ -115,7 +116,7 @@ func main() {
 					r.cd, r.cr, r.cimg = append(r.cd, c1), append(r.cr, c2), size
 					line += fmt.Sprintf(", CRIU dump %s restore %s (ratio %.2f / %.2f)", secs(c1), secs(c2), t1.Seconds()/c1.Seconds(), t2.Seconds()/c2.Seconds())
 				}
-				fmt.Fprintf(os.Stderr, "%s [load %s]\n", line, loadavg())
+				fmt.Fprintf(os.Stderr, "%s [load %s]\n", line, machine.Load())
 			}
 			rows = append(rows, r.row(fmt.Sprintf("redis %d MiB", *redis), d, *criu != ""))
 		}
@@ -135,7 +136,7 @@ func main() {
 	for _, r := range rows {
 		fmt.Println(r)
 	}
-	fmt.Printf("\nload average at the end: %s\n", loadavg())
+	fmt.Printf("\nload average at the end: %s\n", machine.Load())
 }
 
 // shape is a tree of n processes that each fill mib MiB.
@@ -207,15 +208,6 @@ func overheads(trees []shape, res []result, dir string, criu bool) {
 	}
 }
 
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // spread formats the median and the range of ds.
 func spread(ds []time.Duration) string {
 	if len(ds) == 1 {
@@ -223,11 +215,6 @@ func spread(ds []time.Duration) string {
 	}
 	med, lo, hi := stats.Spread(ds)
 	return fmt.Sprintf("%s (%.2f–%.2f)", secs(med), lo.Seconds(), hi.Seconds())
-}
-
-func kernel() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
