@@ -156,14 +156,14 @@ func findProcess(arg string) (int, error) {
 	return 0, fmt.Errorf("%d processes are named %q (%v): give a PID", len(found), arg, found)
 }
 
-// migrateTarget turns --to and --group into the agent's HOST:PORT/v1/groups/GROUP
-// and group.
-func migrateTarget(o migrateOptions) (base, group string, err error) {
+// migrateTarget turns --to and --group into the agent's
+// HOST:PORT/v1/groups/GROUP.
+func migrateTarget(o migrateOptions) (string, error) {
 	to, group := o.to, o.group
 	if rest, ok := strings.CutPrefix(to, "agent://"); ok {
 		host, grp, _ := strings.Cut(rest, "/")
 		if grp != "" && group != "" && grp != group {
-			return "", "", usageError("--to names group %q and --group %q", grp, group)
+			return "", usageError("--to names group %q and --group %q", grp, group)
 		}
 		if grp != "" {
 			group = grp
@@ -171,16 +171,16 @@ func migrateTarget(o migrateOptions) (base, group string, err error) {
 		to = host
 	}
 	if _, _, err := net.SplitHostPort(to); err != nil {
-		return "", "", usageError("--to %q: want HOST:PORT or agent://HOST:PORT/GROUP", o.to)
+		return "", usageError("--to %q: want HOST:PORT or agent://HOST:PORT/GROUP", o.to)
 	}
 	if group == "" {
-		return "", "", usageError("--group is required (or --to agent://HOST:PORT/GROUP)")
+		return "", usageError("--group is required (or --to agent://HOST:PORT/GROUP)")
 	}
-	return to + "/v1/groups/" + url.PathEscape(group), group, nil
+	return to + "/v1/groups/" + url.PathEscape(group), nil
 }
 
 func runMigrate(ctx context.Context, g *globalOptions, pid int, o migrateOptions) error {
-	base, _, err := migrateTarget(o)
+	base, err := migrateTarget(o)
 	if err != nil {
 		return err
 	}
@@ -485,10 +485,10 @@ func migrationReceiver(g *globalOptions, node string, log *slog.Logger) agent.Mi
 // dumpStream is 'ckpt dump --stream': the migration stream on stdout; the
 // restore's confirmation (the root PID it prints) read from stdin.
 func dumpStream(ctx context.Context, g *globalOptions, pid int, noPreCopy, noAck bool, timeout, stall time.Duration) error {
-	if !noAck && isTerminal(os.Stdin) {
+	if !noAck && progress.IsTerminal(os.Stdin) {
 		return usageError("dump --stream waits for the restore's confirmation on stdin, which is a terminal: connect it to 'ckpt restore --stream''s stdout (e.g. with socat), or pass --no-ack to leave the process running")
 	}
-	if isTerminal(os.Stdout) {
+	if progress.IsTerminal(os.Stdout) {
 		return usageError("dump --stream writes a binary stream to stdout, which is a terminal: pipe it")
 	}
 	f, ok := g.stdout.(*os.File)
@@ -594,16 +594,11 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
 // restoreStream is 'ckpt restore --stream': the stream from stdin, the
 // root PID on stdout once restored (the confirmation 'ckpt dump --stream'
 // waits for).
 func restoreStream(ctx context.Context, g *globalOptions, opts restore.Options) (*restore.Result, error) {
-	if isTerminal(os.Stdin) {
+	if progress.IsTerminal(os.Stdin) {
 		return nil, usageError("restore --stream reads the stream from stdin, which is a terminal: pipe 'ckpt dump --stream' into it")
 	}
 	if opts.Stdin == nil {
