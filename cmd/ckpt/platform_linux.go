@@ -57,6 +57,30 @@ func jobStore(r *repo.Repository) (supervise.Store, error) {
 	return supervise.Store{Dir: filepath.Join(l.Root(), "jobs")}, nil
 }
 
+// superviseJob opens the repository and its job store for ckpt run (alone
+// or as a group member) and runs the job with them. run's context is not
+// cancelled by SIGINT/SIGTERM: the supervisor handles those itself (a
+// checkpoint, then exit 143). The job's exit status becomes ckpt run's.
+func superviseJob(ctx context.Context, g *globalOptions, run func(context.Context, *repo.Repository, supervise.Store) (int, error)) error {
+	r, err := g.openRepo(ctx, true)
+	if err != nil {
+		return withCode(exitUnknown, err)
+	}
+	defer r.Close()
+	store, err := jobStore(r)
+	if err != nil {
+		return withCode(exitUnknown, err)
+	}
+	code, err := run(context.WithoutCancel(ctx), r, store)
+	if err != nil {
+		return withCode(exitUnknown, err)
+	}
+	if code != 0 {
+		return &exitError{code, silentError{}}
+	}
+	return nil
+}
+
 // A container's PID 1 starts as ckpt itself (internal/container.Init),
 // before any command line parsing.
 func init() {
@@ -124,10 +148,10 @@ not start itself. 'ckpt ps' lists jobs.`,
 			if o.Codec, err = repo.ParseCodec(codec); err != nil {
 				return usageError("--codec: %v", err)
 			}
+			o.Command = args
+			o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
 			if gf.group != "" {
-				o.Command = args
-				o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
-				return runGroupMember(ctx, g, o, gf, o.Name != "")
+				return runGroupMember(ctx, g, o, gf)
 			}
 			o.Resume = o.Name != ""
 			if o.Name == "" {
@@ -149,28 +173,12 @@ not start itself. 'ckpt ps' lists jobs.`,
 			if len(o.Hostname) > 64 || strings.ContainsAny(o.Hostname, "\x00/ ") {
 				return usageError("--hostname %q: at most 64 bytes, no spaces, slashes or NUL", o.Hostname)
 			}
-			o.Command = args
-			o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
-			r, err := g.openRepo(ctx, true)
-			if err != nil {
-				return withCode(exitUnknown, err)
-			}
-			defer r.Close()
-			store, err := jobStore(r)
-			if err != nil {
-				return withCode(exitUnknown, err)
-			}
-			if !o.Resume {
-				fmt.Fprintf(g.stderr, "ckpt: job %s\n", o.Name)
-			}
-			code, err := supervise.Run(context.WithoutCancel(ctx), r, store, o)
-			if err != nil {
-				return withCode(exitUnknown, err)
-			}
-			if code != 0 {
-				return &exitError{code, silentError{}}
-			}
-			return nil
+			return superviseJob(ctx, g, func(ctx context.Context, r *repo.Repository, store supervise.Store) (int, error) {
+				if !o.Resume {
+					fmt.Fprintf(g.stderr, "ckpt: job %s\n", o.Name)
+				}
+				return supervise.Run(ctx, r, store, o)
+			})
 		},
 	}
 	c.Flags().StringVar(&o.Name, "name", "", "job and checkpoint name; a later run with the same name resumes")

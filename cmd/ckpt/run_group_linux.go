@@ -30,27 +30,27 @@ func (f *groupRunFlags) addFlags(c *cobra.Command) {
 // that is set: srun sets SLURM_PROCID and SLURM_NTASKS, an Indexed Job of
 // Kubernetes JOB_COMPLETION_INDEX.
 func (f *groupRunFlags) fromEnv() error {
-	pick := func(names ...string) (int, string, error) {
+	pick := func(names ...string) (int, error) {
 		for _, n := range names {
 			if v := os.Getenv(n); v != "" {
 				x, err := strconv.Atoi(v)
 				if err != nil {
-					return 0, n, fmt.Errorf("$%s=%q is not a number", n, v)
+					return 0, fmt.Errorf("$%s=%q is not a number", n, v)
 				}
-				return x, n, nil
+				return x, nil
 			}
 		}
-		return -1, "", nil
+		return -1, nil
 	}
 	if f.rank < 0 {
-		x, _, err := pick("CKPT_RANK", "SLURM_PROCID", "JOB_COMPLETION_INDEX")
+		x, err := pick("CKPT_RANK", "SLURM_PROCID", "JOB_COMPLETION_INDEX")
 		if err != nil {
 			return usageError("--rank: %v", err)
 		}
 		f.rank = x
 	}
 	if f.ranks <= 0 {
-		x, _, err := pick("CKPT_RANKS", "SLURM_NTASKS")
+		x, err := pick("CKPT_RANKS", "SLURM_NTASKS")
 		if err != nil {
 			return usageError("--ranks: %v", err)
 		}
@@ -64,7 +64,7 @@ func (f *groupRunFlags) fromEnv() error {
 
 // runGroupMember is `ckpt run --group`. The job is named GROUP.rankR
 // unless --name says otherwise.
-func runGroupMember(ctx context.Context, g *globalOptions, o supervise.Options, f groupRunFlags, named bool) error {
+func runGroupMember(ctx context.Context, g *globalOptions, o supervise.Options, f groupRunFlags) error {
 	if f.coordinator == "" {
 		return usageError("--group needs --coordinator HOST:PORT")
 	}
@@ -74,28 +74,14 @@ func runGroupMember(ctx context.Context, g *globalOptions, o supervise.Options, 
 	if err := f.fromEnv(); err != nil {
 		return err
 	}
-	if !named {
+	if o.Name == "" {
 		o.Name = fmt.Sprintf("%s.rank%d", f.group, f.rank)
 	}
 	if err := repo.ValidName(o.Name); err != nil {
 		return usageError("--name: %v", err)
 	}
-	r, err := g.openRepo(ctx, true)
-	if err != nil {
-		return withCode(exitUnknown, err)
-	}
-	defer r.Close()
-	store, err := jobStore(r)
-	if err != nil {
-		return withCode(exitUnknown, err)
-	}
-	code, err := supervise.RunGroup(context.WithoutCancel(ctx), r, store, o, supervise.GroupOptions{
-		Coordinator: f.coordinator, Group: f.group, Rank: f.rank, Ranks: f.ranks, Node: f.node})
-	if err != nil {
-		return withCode(exitUnknown, err)
-	}
-	if code != 0 {
-		return &exitError{code, silentError{}}
-	}
-	return nil
+	return superviseJob(ctx, g, func(ctx context.Context, r *repo.Repository, store supervise.Store) (int, error) {
+		return supervise.RunGroup(ctx, r, store, o, supervise.GroupOptions{
+			Coordinator: f.coordinator, Group: f.group, Rank: f.rank, Ranks: f.ranks, Node: f.node})
+	})
 }
