@@ -42,6 +42,13 @@ func runCkpt(t *testing.T, repoDir string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(ckptBin, append([]string{"--repo", repoDir}, args...)...)
 	cmd.Env = append(os.Environ(), "CKPT_REPO=", "CKPT_KEY_FILE=")
+	return runResult(t, cmd)
+}
+
+// runResult runs cmd and returns its output and exit status; a command
+// that could not run fails the test.
+func runResult(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()

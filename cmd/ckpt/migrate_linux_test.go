@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,24 +39,7 @@ type migEnv struct {
 	tokFile  string
 	agentA   *exec.Cmd
 	agentB   *exec.Cmd // unshare --kill-child: killing it kills the agent's PID namespace
-	logB     *syncBuf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logB     *lockedBuffer
 }
 
 func requireMigrationTools(t *testing.T) {
@@ -100,14 +82,14 @@ func newMigEnv(t *testing.T, envB ...string) *migEnv {
 	e.tokFile = filepath.Join(e.dir, "token")
 	os.WriteFile(e.tokFile, []byte(migTok+"\n"), 0o600)
 	e.agentA = e.startAgent(t, "a", migIPA, nil)
-	e.logB = &syncBuf{}
+	e.logB = &lockedBuffer{}
 	e.agentB = e.startAgent(t, "b", migIPB, e.logB, envB...)
 	return e
 }
 
 // startAgent runs an agent in namespace a or b; b's in a PID namespace
 // of its own.
-func (e *migEnv) startAgent(t *testing.T, node, ip string, log *syncBuf, env ...string) *exec.Cmd {
+func (e *migEnv) startAgent(t *testing.T, node, ip string, log *lockedBuffer, env ...string) *exec.Cmd {
 	ns := e.nsA
 	args := []string{"--net=/run/netns/" + ns}
 	if node == "b" {
@@ -162,17 +144,7 @@ func (e *migEnv) inA(name string, args ...string) *exec.Cmd {
 func (e *migEnv) migrate(t *testing.T, pid int, to string, extra ...string) result {
 	t.Helper()
 	args := append([]string{"migrate", strconv.Itoa(pid), "--to", to, "--group", "mig", "--token-file", e.tokFile}, extra...)
-	cmd := e.inA(ckptBin, args...)
-	var so, se strings.Builder
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{so.String(), se.String(), code}
+	return runResult(t, e.inA(ckptBin, args...))
 }
 
 // agentBPID is the host PID of agent b (the child of unshare).
@@ -837,7 +809,7 @@ func TestMigrateOverMutualTLS(t *testing.T) {
 	cfgFile := filepath.Join(dir, "agent.json")
 	os.WriteFile(cfgFile, cfg, 0o600)
 	agentCmd := exec.Command("unshare", "--pid", "--kill-child", "--mount-proc", ckptBin, "agent", "--config", cfgFile)
-	alog := &syncBuf{}
+	alog := &lockedBuffer{}
 	agentCmd.Stdout, agentCmd.Stderr = alog, alog
 	if err := agentCmd.Start(); err != nil {
 		t.Fatal(err)
