@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -79,13 +78,7 @@ func TestErasureKillsDuringFlush(t *testing.T) {
 			t.Fatal(err)
 		}
 		state := make([]byte, size)
-		rnd := rand.New(rand.NewPCG(seed, seed))
-		for i := 0; i+8 <= len(state); i += 8 {
-			v := rnd.Uint64()
-			for k := range 8 {
-				state[i+k] = byte(v >> (8 * k))
-			}
-		}
+		fillRandom64(state, seed, seed)
 		j.Protect("state", state)
 		if err := j.Checkpoint(ctx); err != nil {
 			t.Fatal(err)
@@ -205,10 +198,7 @@ func TestAgentsLostPartnerAndDurable(t *testing.T) {
 	j.Protect("state", state)
 	var infos []ckpt.CommitInfo
 	for i := range 3 {
-		rnd := rand.New(rand.NewPCG(uint64(i), 9))
-		for k := range state {
-			state[k] = byte(rnd.Uint32())
-		}
+		fillRandom(state, uint64(i), 9)
 		if err := j.Checkpoint(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -285,13 +275,7 @@ func TestErasurePeersCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := make([]byte, 96<<20)
-	rnd := rand.New(rand.NewPCG(3, 3))
-	for i := 0; i+8 <= len(state); i += 8 {
-		v := rnd.Uint64()
-		for k := range 8 {
-			state[i+k] = byte(v >> (8 * k))
-		}
-	}
+	fillRandom64(state, 3, 3)
 	j.Protect("state", state)
 	errsBefore := metric(t, procs[0], "ckpt_agent_flush_errors_total")
 	if err := j.Checkpoint(ctx); err != nil {
@@ -375,10 +359,7 @@ func TestAgentGCWithoutKey(t *testing.T) {
 	state := make([]byte, 4<<20)
 	j.Protect("state", state)
 	for i := range 2 {
-		rnd := rand.New(rand.NewPCG(uint64(i), 7))
-		for k := range state {
-			state[k] = byte(rnd.Uint32())
-		}
+		fillRandom(state, uint64(i), 7)
 		if err := j.Checkpoint(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -90,10 +89,7 @@ func TestAgentMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := make([]byte, 2<<20)
-	rnd := mrand.New(mrand.NewPCG(4, 4))
-	for i := range state {
-		state[i] = byte(rnd.Uint32())
-	}
+	fillRandom(state, 4, 4)
 	j.Protect("state", state)
 	if err := j.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)

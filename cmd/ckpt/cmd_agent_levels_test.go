@@ -54,10 +54,7 @@ func TestLibraryEncryptedAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := make([]byte, 32<<20)
-	rnd := rand.New(rand.NewPCG(3, 4))
-	for i := range state {
-		state[i] = byte(rnd.Uint32())
-	}
+	fillRandom(state, 3, 4)
 	if err := j.Protect("state", state); err != nil {
 		t.Fatal(err)
 	}
@@ -138,10 +135,7 @@ func TestErasureAnyTwoOfSix(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := make([]byte, 3<<20)
-	rnd := rand.New(rand.NewPCG(5, 6))
-	for i := range state {
-		state[i] = byte(rnd.Uint32())
-	}
+	fillRandom(state, 5, 6)
 	j.Protect("state", state)
 	if err := j.Checkpoint(ctx); err != nil {
 		t.Fatal(err)

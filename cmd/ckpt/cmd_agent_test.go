@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -92,6 +93,24 @@ type agentProc struct {
 	cmd                  *exec.Cmd
 }
 
+// fillRandom fills b with bytes of a PCG seeded with (s1, s2), one per
+// Uint32: state that neither compresses nor deduplicates.
+func fillRandom(b []byte, s1, s2 uint64) {
+	rnd := rand.New(rand.NewPCG(s1, s2))
+	for i := range b {
+		b[i] = byte(rnd.Uint32())
+	}
+}
+
+// fillRandom64 is fillRandom eight bytes at a time (little-endian
+// Uint64s), for large states; a tail shorter than eight stays as it is.
+func fillRandom64(b []byte, s1, s2 uint64) {
+	rnd := rand.New(rand.NewPCG(s1, s2))
+	for i := 0; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], rnd.Uint64())
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	// Below the ephemeral range (32768-60999 here): a port the kernel
 	// picked with port 0 is soon handed out again to some outgoing
@@ -157,10 +176,7 @@ func TestAgentProcessesKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := make([]byte, 2<<20)
-	rnd := rand.New(rand.NewPCG(1, 2))
-	for i := range data {
-		data[i] = byte(rnd.Uint32())
-	}
+	fillRandom(data, 1, 2)
 	w, err := r.NewWriter(ctx, repo.WriterOptions{Name: "job", Kind: repo.KindLibrary})
 	if err != nil {
 		t.Fatal(err)
