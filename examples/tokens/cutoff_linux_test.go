@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -55,12 +54,7 @@ func TestNodeCutOff(t *testing.T) {
 
 	const size, steps, initial = 4, 3000, 1000
 	dir := t.TempDir()
-	log := &syncWriter{}
-	defer func() {
-		if t.Failed() {
-			t.Logf("seed %d; logs:\n%s", seed, log.String())
-		}
-	}()
+	log := seedLog(t, seed)
 	common := fmt.Sprintf("-size %d -repo %s -steps %d -initial %d -seed %d", size, dir, steps, initial, seed)
 	start := func(inc int) (*proc, []*proc, <-chan struct{}, <-chan struct{}) {
 		aborts := make(chan struct{}, 1024)
@@ -84,15 +78,7 @@ func TestNodeCutOff(t *testing.T) {
 				continue
 			}
 			// The cut-off node's rank, in its namespace.
-			p := &proc{name: "rank 3", done: make(chan error, 1)}
-			p.cmd = exec.Command("ip", "netns", "exec", ns, os.Args[0])
-			p.cmd.Env = append(os.Environ(), childEnv+"="+args+" -listen "+nsIP+":0")
-			p.cmd.Stdout, p.cmd.Stderr = &p.out, errw
-			if err := p.cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { p.done <- p.cmd.Wait() }()
-			ranks[r] = p
+			ranks[r] = startProcVia(t, []string{"ip", "netns", "exec", ns}, "rank 3", args+" -listen "+nsIP+":0", nil, errw)
 		}
 		return c, ranks, commits, aborts
 	}

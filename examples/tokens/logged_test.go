@@ -29,12 +29,7 @@ func TestLoggedRankRestartsAlone(t *testing.T) {
 	t.Logf("seed %d", seed)
 	const size, steps, initial = 4, 2500, 1000
 	dir := t.TempDir()
-	log := &syncWriter{}
-	defer func() {
-		if t.Failed() {
-			t.Logf("seed %d; logs:\n%s", seed, log.String())
-		}
-	}()
+	log := seedLog(t, seed)
 	common := fmt.Sprintf("-logged -size %d -repo %s -steps %d -initial %d -seed %d -ckpt-every 150", size, dir, steps, initial, seed)
 	c, addr, _ := coordinator(t, common+" -serve 127.0.0.1:0", log)
 	defer c.cmd.Process.Kill()

@@ -42,8 +42,16 @@ type proc struct {
 
 func startProc(t *testing.T, name, args string, stdout, stderr io.Writer) *proc {
 	t.Helper()
+	return startProcVia(t, nil, name, args, stdout, stderr)
+}
+
+// startProcVia is startProc with the test binary run by the command via
+// (e.g. ip netns exec NS), when via is not empty.
+func startProcVia(t *testing.T, via []string, name, args string, stdout, stderr io.Writer) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan error, 1)}
-	p.cmd = exec.Command(os.Args[0])
+	argv := append(append([]string(nil), via...), os.Args[0])
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), childEnv+"="+args)
 	p.cmd.Stdout = stdout
 	if stdout == nil {
@@ -109,12 +117,7 @@ func TestKillAndRestart(t *testing.T) {
 	t.Logf("seed %d (CKPT_TEST_SEED replays the schedule of kills)", seed)
 	const size, steps, initial = 4, 3000, 1000
 	dir := t.TempDir()
-	log := &syncWriter{}
-	defer func() {
-		if t.Failed() {
-			t.Logf("seed %d; logs:\n%s", seed, log.String())
-		}
-	}()
+	log := seedLog(t, seed)
 	common := fmt.Sprintf("-size %d -repo %s -steps %d -initial %d -seed %d", size, dir, steps, initial, seed)
 	kills := 3 + rng.IntN(3)
 	deadline := time.Now().Add(40 * time.Second)
@@ -263,6 +266,18 @@ func checkSnapshots(t *testing.T, dir string, size int, initial int64) {
 	if snaps < 5 || nonEmpty*4 < snaps {
 		t.Errorf("too few global checkpoints (%d) or too few with channel state (%d)", snaps, nonEmpty)
 	}
+}
+
+// seedLog returns the log the test's processes write to; it is shown with
+// the seed when the test fails.
+func seedLog(t *testing.T, seed uint64) *syncWriter {
+	log := &syncWriter{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("seed %d; logs:\n%s", seed, log.String())
+		}
+	})
+	return log
 }
 
 type syncWriter struct {
