@@ -143,13 +143,8 @@ func TestContainerStopResume(t *testing.T) {
 	if r := runCkpt(t, repoDir, "ps"); !strings.Contains(r.stdout, "[container]") {
 		t.Fatalf("ckpt ps does not mark the container:\n%s", r.stdout)
 	}
-	sup.Process.Signal(syscall.SIGTERM)
-	err := sup.Wait()
+	stopRun(t, sup, "ckpt run --isolate")
 	down := time.Now()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 143 {
-		t.Fatalf("ckpt run --isolate after SIGTERM: %v, want exit 143", err)
-	}
 	if j := psJobs(t, repoDir)[jobName]; j.State != "stopped" || j.Checkpoints != 1 {
 		t.Fatalf("job after SIGTERM: %+v", j)
 	}
@@ -293,11 +288,7 @@ c = socket.create_connection(("10.231.77.2", 7771), timeout=10); print(c.recv(10
 	var j psJob
 	waitFor(t, "the container to run", func() bool { j = psJobs(t, repoDir)[name]; return j.State == "running" && j.PID != 0 })
 	check(j.PID)
-	sup.Process.Signal(syscall.SIGTERM)
-	var ee *exec.ExitError
-	if err := sup.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 143 {
-		t.Fatalf("ckpt run --isolate --veth after SIGTERM: %v, want exit 143", err)
-	}
+	stopRun(t, sup, "ckpt run --isolate --veth")
 	sup = run()
 	if err := sup.Start(); err != nil {
 		t.Fatal(err)
@@ -440,11 +431,7 @@ sys.stdout.write(c.makefile().read())`)
 	}
 	defer client.Process.Kill()
 	waitFor(t, "the server to be a third through", func() bool { return lineCount(out) > lines/3 })
-	sup.Process.Signal(syscall.SIGTERM)
-	var ee *exec.ExitError
-	if err := sup.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 143 {
-		t.Fatalf("ckpt run after SIGTERM: %v, want exit 143", err)
-	}
+	stopRun(t, sup, "ckpt run")
 	if lineCount(out) >= lines {
 		t.Fatal("the server finished before the checkpoint: nothing was tested")
 	}
@@ -513,11 +500,7 @@ func containerFixture(t *testing.T, fixture string, tasks int, args ...string) {
 	}
 	defer sup.Process.Kill()
 	waitFor(t, "READY", func() bool { b, _ := os.ReadFile(out); return strings.Contains(string(b), "READY") })
-	sup.Process.Signal(syscall.SIGTERM)
-	var ee *exec.ExitError
-	if err := sup.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 143 {
-		t.Fatalf("ckpt run after SIGTERM: %v, want exit 143", err)
-	}
+	stopRun(t, sup, "ckpt run")
 	sup = run()
 	if err := sup.Start(); err != nil {
 		t.Fatal(err)
@@ -576,15 +559,12 @@ func TestContainerRestoreRefused(t *testing.T) {
 	}
 	defer sup.Process.Kill()
 	waitFor(t, "the program to run", func() bool { return lineCount(out) > 5 })
-	sup.Process.Signal(syscall.SIGTERM)
-	var ee *exec.ExitError
-	if err := sup.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 143 {
-		t.Fatalf("ckpt run after SIGTERM: %v, want exit 143", err)
-	}
+	stopRun(t, sup, "ckpt run")
 	// Rebuilt in place: same path, other contents.
 	os.WriteFile(prog, append(b, 0), 0o755)
 	res := run()
 	msg, err := res.CombinedOutput()
+	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(msg), prog) {
 		t.Fatalf("resume with a changed program: %v, want exit 125 and a message naming %s:\n%s", err, prog, msg)
 	}

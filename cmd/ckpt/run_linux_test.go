@@ -20,6 +20,17 @@ type psJob struct {
 	Checkpoints int    `json:"checkpoints"`
 }
 
+// stopRun sends SIGTERM to the ckpt run of sup and fails unless it exits
+// with 143 (checkpointed and stopped); what names it in the failure.
+func stopRun(t *testing.T, sup *exec.Cmd, what string) {
+	t.Helper()
+	sup.Process.Signal(syscall.SIGTERM)
+	var ee *exec.ExitError
+	if err := sup.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 143 {
+		t.Fatalf("%s after SIGTERM: %v, want exit 143", what, err)
+	}
+}
+
 func psJobs(t *testing.T, dir string) map[string]psJob {
 	t.Helper()
 	r := runCkpt(t, dir, "ps", "--json")
@@ -82,12 +93,7 @@ for i in range(400):
 	})
 	waitFor(t, "a checkpoint after the restore", func() bool { return psJobs(t, repoDir)["job"].Checkpoints >= j.Checkpoints+1 })
 	// Stop: checkpoint, kill, exit 143.
-	sup.Process.Signal(syscall.SIGTERM)
-	err := sup.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 143 {
-		t.Fatalf("ckpt run after SIGTERM: %v, want exit 143", err)
-	}
+	stopRun(t, sup, "ckpt run")
 	if j = psJobs(t, repoDir)["job"]; j.State != "stopped" {
 		t.Fatalf("job state after SIGTERM: %+v", j)
 	}
