@@ -67,6 +67,16 @@ func Build(t testing.TB, name string, static bool) string {
 	}
 	h := sha256.New()
 	h.Write(code)
+	// The headers every fixture may include are part of what is built.
+	headers, _ := filepath.Glob(filepath.Join(repoRoot(), "testdata", "cprog", "*.h"))
+	sort.Strings(headers)
+	for _, hf := range headers {
+		b, err := os.ReadFile(hf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write(b)
+	}
 	fmt.Fprint(h, args)
 	sum := hex.EncodeToString(h.Sum(nil))[:16]
 	dir, err := os.UserCacheDir()
