@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/ckpt/ckpt/internal/procfs"
 	"github.com/ckpt/ckpt/internal/ptrace"
@@ -20,22 +18,14 @@ func treeIDs(pid int) []int {
 	var ids []int
 	var walk func(p int)
 	walk = func(p int) {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
+		tids, err := procfs.Tasks(p)
 		if err != nil {
-			return
+			return // exited
 		}
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil {
-				continue
-			}
-			ids = append(ids, tid)
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p, tid))
-			for _, c := range strings.Fields(string(b)) {
-				if cp, err := strconv.Atoi(c); err == nil {
-					walk(cp)
-				}
-			}
+		ids = append(ids, tids...)
+		kids, _ := procfs.Children(p)
+		for _, c := range kids {
+			walk(c)
 		}
 	}
 	walk(pid)
@@ -77,7 +67,7 @@ func vdsoHash(pid int) string {
 // or a vdso from another kernel build.
 func checkHello(h Hello) error {
 	for _, id := range h.PIDs {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id))
+		b, err := procfs.Read(id, "stat")
 		if err != nil {
 			continue
 		}
