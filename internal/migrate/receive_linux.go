@@ -14,14 +14,11 @@ import (
 
 // ReceiveStats describe a received stream.
 type ReceiveStats struct {
-	Hello    Hello
-	Rounds   int
-	Staged   uint64        // distinct pages staged (bytes)
-	Received uint64        // page data received (bytes)
-	Image    uint64        // bytes of memory in the restored image
-	FinalAt  time.Time     // when the frozen pass began to arrive
-	EndAt    time.Time     // when the end frame arrived
-	Restore  time.Duration // restore.Restore alone
+	Hello   Hello
+	Rounds  int
+	Staged  uint64        // distinct pages staged (bytes)
+	Image   uint64        // bytes of memory in the restored image
+	Restore time.Duration // restore.Restore alone
 	// Prestaged says whether the root's memory was built while it arrived
 	// (restore.Prestage); PrestageNote why not.
 	Prestaged    bool
@@ -76,9 +73,6 @@ type prestager struct {
 }
 
 func (p *prestager) start(root int) {
-	if p == nil {
-		return
-	}
 	ps, err := restore.StartPrestage(p.helper, root)
 	if err != nil {
 		p.note = err.Error()
@@ -186,7 +180,6 @@ func receive(ctx context.Context, r io.Reader, st *ReceiveStats, pre *prestager)
 				return nil, nil, bad("second freeze")
 			}
 			frozen = true
-			st.FinalAt = time.Now()
 		case FrameReuse:
 			if !frozen || tree != nil {
 				return nil, nil, bad("reuse outside the frozen pass")
@@ -220,11 +213,10 @@ func receive(ctx context.Context, r io.Reader, st *ReceiveStats, pre *prestager)
 			if e.Frames != sr.Frames()-1 || e.PageBytes != pages {
 				return nil, nil, bad("the source sent %d frames and %d bytes of pages, %d frames and %d bytes arrived", e.Frames, e.PageBytes, sr.Frames()-1, pages)
 			}
-			st.EndAt = time.Now()
 			if err := stage.seal(); err != nil {
 				return nil, nil, err
 			}
-			st.Staged, st.Received = stage.Bytes(), pages
+			st.Staged = stage.Bytes()
 			return tree, stage, nil
 		default:
 			return nil, nil, bad("unknown frame type")

@@ -278,9 +278,6 @@ func (sr *Reader) Next() (typ byte, payload []byte, err error) {
 // Frames is the number of frames read so far.
 func (sr *Reader) Frames() int { return sr.frames }
 
-// Offset is the number of bytes read so far.
-func (sr *Reader) Offset() int64 { return sr.off }
-
 // pageFrame decodes a 'p' payload.
 func pageFrame(p []byte) (pid int, addr uint64, data []byte, err error) {
 	if len(p) < 12 || (len(p)-12)%4096 != 0 {
