@@ -154,15 +154,20 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 			ctlCh <- w
 		}
 	}()
-	lost := func(why string) (int, error) {
-		o.Logf("group %s lost: %s; killing the program (the group resumes from round %d when launched again)", g.Group, why, committed)
+	// kill ends the program (if still running) and records the job as
+	// stopped, saying why.
+	kill := func(msg string) {
 		if pid != 0 {
 			unix.Kill(pid, unix.SIGKILL)
 			<-exited
 		}
 		s.job.State, s.job.PID = StateStopped, 0
-		s.job.Message = "group lost: " + why
+		s.job.Message = msg
 		s.save()
+	}
+	lost := func(why string) (int, error) {
+		o.Logf("group %s lost: %s; killing the program (the group resumes from round %d when launched again)", g.Group, why, committed)
+		kill("group lost: " + why)
 		return ExitGroupLost, nil
 	}
 	var done *int                   // the program's exit status once it exited by itself
@@ -171,13 +176,7 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 	var stopTimer <-chan time.Time
 	stopNow := func(outcome string) (int, error) {
 		o.Logf("group %s: stopping on %s (%s); the group resumes from round %d when launched again", g.Group, stopping, outcome, committed)
-		if pid != 0 {
-			unix.Kill(pid, unix.SIGKILL)
-			<-exited
-		}
-		s.job.State, s.job.PID = StateStopped, 0
-		s.job.Message = fmt.Sprintf("stopped by %s after round %d", stopping, committed)
-		s.save()
+		kill(fmt.Sprintf("stopped by %s after round %d", stopping, committed))
 		return 128 + int(syscall.SIGTERM), nil
 	}
 	for {
