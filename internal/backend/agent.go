@@ -135,8 +135,9 @@ func AgentTokenFromEnv(tokenFile string) (string, error) {
 	return "", fmt.Errorf("no agent token: set %s or %s", AgentTokenEnv, AgentTokenFileEnv)
 }
 
-// agentTransport is shared by all clients: connections to an agent are
-// reused across backends.
+// agentTransport is the template of the transport all clients share
+// (newAgentHTTP clones it, with or without TLS): connections to an agent
+// are reused across backends.
 var agentTransport = &http.Transport{
 	Proxy: nil, // agents are on the cluster network, never behind a proxy
 	DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
