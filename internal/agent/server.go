@@ -76,9 +76,6 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		stall:   time.Duration(cfg.Limits.StallTimeoutMS) * time.Millisecond,
 		LockTTL: 30 * time.Second,
 	}
-	if s.stall <= 0 {
-		s.stall = backend.DefaultAgentStallTimeout
-	}
 	// The agent's own transfers to its peers give up a stalled peer alike.
 	backend.SetAgentStallTimeout(s.stall)
 	if cfg.TLS != nil {
