@@ -243,14 +243,10 @@ func (a *Agent) do(ctx context.Context, method, path string, body io.Reader, len
 	resp, err := a.c.Do(req)
 	w.disarm()
 	if err != nil {
-		cause := context.Cause(rctx)
+		err = stallCause(rctx, err)
 		cancel(nil)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
-		}
-		var se *StallError
-		if errors.As(cause, &se) {
-			err = se
 		}
 		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
 			return nil, fmt.Errorf("%s: %w (this agent does not use TLS: unset %s)", a.Location(), err, AgentCAEnv)

@@ -120,12 +120,19 @@ func (r *recvWatch) Read(p []byte) (int, error) {
 	n, err := r.rc.Read(p)
 	r.w.disarm()
 	if err != nil && err != io.EOF {
-		var se *StallError
-		if errors.As(context.Cause(r.ctx), &se) {
-			err = se
-		}
+		err = stallCause(r.ctx, err)
 	}
 	return n, err
+}
+
+// stallCause is the StallError that ended ctx, if one did, else err: the
+// transport reports a cancelled request as "context canceled".
+func stallCause(ctx context.Context, err error) error {
+	var se *StallError
+	if errors.As(context.Cause(ctx), &se) {
+		return se
+	}
+	return err
 }
 
 func (r *recvWatch) Close() error {
