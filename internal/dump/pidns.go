@@ -1,15 +1,11 @@
 package dump
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/nsenter"
-	"github.com/ckpt/ckpt/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +16,7 @@ import (
 
 // checkContainerRoot accepts only PID 1 of a PID namespace below ours.
 func checkContainerRoot(pid int) error {
-	ids, err := nsPIDs(pid, pid)
+	ids, err := nsenter.PIDs(pid, pid)
 	if err != nil {
 		return err
 	}
@@ -28,31 +24,6 @@ func checkContainerRoot(pid int) error {
 		return fmt.Errorf("process %d is not PID 1 of its own PID namespace (NSpid %v): %w", pid, ids, ErrUnsupported)
 	}
 	return nil
-}
-
-// nsPIDs returns the NSpid line of task tid of process pid: its id in
-// every PID namespace from ours inwards.
-func nsPIDs(pid, tid int) ([]int, error) {
-	b, err := procfs.Read(pid, fmt.Sprintf("task/%d/status", tid))
-	if err != nil {
-		return nil, fmt.Errorf("task %d: %w", tid, err)
-	}
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		rest, ok := bytes.CutPrefix(l, []byte("NSpid:"))
-		if !ok {
-			continue
-		}
-		var ids []int
-		for _, f := range strings.Fields(string(rest)) {
-			n, err := strconv.Atoi(f)
-			if err != nil {
-				return nil, fmt.Errorf("task %d: bad NSpid %q", tid, rest)
-			}
-			ids = append(ids, n)
-		}
-		return ids, nil
-	}
-	return nil, fmt.Errorf("task %d: no NSpid in status", tid)
 }
 
 // afterSeize runs Options.Seized and, for a container, maps every task to
@@ -92,7 +63,7 @@ func (h *Handle) innerPIDs() (map[int]int, error) {
 			}
 		}
 		for _, tid := range tids {
-			ids, err := nsPIDs(p.pid, tid)
+			ids, err := nsenter.PIDs(p.pid, tid)
 			if err != nil {
 				return nil, err
 			}

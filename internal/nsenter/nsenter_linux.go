@@ -2,13 +2,17 @@
 // function runs on an OS thread that joined the namespace with setns and is
 // thrown away afterwards, so no other goroutine ever runs there. Sockets
 // and interfaces created by the function belong to the joined network
-// namespace for good, whichever thread uses them later.
+// namespace for good, whichever thread uses them later. PIDs reads where a
+// task sits in nested PID namespaces.
 package nsenter
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -85,4 +89,29 @@ func New(nstype int, name string) (*os.File, error) {
 	}()
 	r := <-done
 	return r.f, r.err
+}
+
+// PIDs returns the NSpid line of task tid of process pid: its id in every
+// PID namespace from ours inwards.
+func PIDs(pid, tid int) ([]int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", tid, err)
+	}
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		rest, ok := bytes.CutPrefix(l, []byte("NSpid:"))
+		if !ok {
+			continue
+		}
+		var ids []int
+		for _, f := range strings.Fields(string(rest)) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				return nil, fmt.Errorf("task %d: bad NSpid %q", tid, rest)
+			}
+			ids = append(ids, n)
+		}
+		return ids, nil
+	}
+	return nil, fmt.Errorf("task %d: no NSpid in status", tid)
 }

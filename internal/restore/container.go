@@ -3,8 +3,6 @@ package restore
 import (
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/ckpt/ckpt/internal/container"
 	"github.com/ckpt/ckpt/internal/nsenter"
@@ -149,23 +147,17 @@ func (r *restorer) mountProc(in *ptrace.Injector) error {
 
 // checkInnerID verifies that task host has id inside its PID namespace.
 func checkInnerID(host, id int) error {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", host))
+	ids, err := nsenter.PIDs(host, host)
 	if err != nil {
 		return err
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "NSpid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) < 2 {
-				return fmt.Errorf("task %d is not in a nested PID namespace (NSpid %q)", host, rest)
-			}
-			if got, _ := strconv.Atoi(f[len(f)-1]); got != id {
-				return fmt.Errorf("clone3 gave task %d id %d in the container, wanted %d", host, got, id)
-			}
-			return nil
-		}
+	if len(ids) < 2 {
+		return fmt.Errorf("task %d is not in a nested PID namespace (NSpid %v)", host, ids)
 	}
-	return fmt.Errorf("task %d: no NSpid in status", host)
+	if got := ids[len(ids)-1]; got != id {
+		return fmt.Errorf("clone3 gave task %d id %d in the container, wanted %d", host, got, id)
+	}
+	return nil
 }
 
 // finishShmIn is finishShm in the container's IPC namespace, where its
