@@ -19,12 +19,6 @@ import (
 // Namespaces a container gets besides its PID namespace and cgroup.
 const nsFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET
 
-// inNamespace runs fn on an OS thread that joined namespace ns ("uts",
-// "net") of process pid (package nsenter).
-func inNamespace(pid int, ns string, flag int, fn func() error) error {
-	return nsenter.RunPID(pid, ns, flag, fn)
-}
-
 // Snapshot reads the namespaces' state of the container whose PID 1 is
 // host process pid. Call it while the container is frozen, so the clocks
 // recorded are those of the freeze. veth, when not nil, is the veth pair
@@ -32,7 +26,7 @@ func inNamespace(pid int, ns string, flag int, fn func() error) error {
 // loopback is refused.
 func Snapshot(pid int, veth *image.NetIf) (*image.Container, error) {
 	c := &image.Container{}
-	err := inNamespace(pid, "uts", unix.CLONE_NEWUTS, func() error {
+	err := nsenter.RunPID(pid, "uts", unix.CLONE_NEWUTS, func() error {
 		var u unix.Utsname
 		if err := unix.Uname(&u); err != nil {
 			return err
@@ -43,13 +37,13 @@ func Snapshot(pid int, veth *image.NetIf) (*image.Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	mono, boot, err := TimeOffsets(pid)
+	mono, boot, err := timeOffsets(pid)
 	if err != nil {
 		return nil, err
 	}
 	c.Monotonic = clockNow(unix.CLOCK_MONOTONIC) + mono
 	c.Boottime = clockNow(unix.CLOCK_BOOTTIME) + boot
-	err = inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
+	err = nsenter.RunPID(pid, "net", unix.CLONE_NEWNET, func() error {
 		ifs, err := net.Interfaces()
 		if err != nil {
 			return fmt.Errorf("listing interfaces: %w", err)
@@ -95,9 +89,9 @@ func clockNow(id int32) int64 {
 	return ts.Nano()
 }
 
-// TimeOffsets returns the CLOCK_MONOTONIC and CLOCK_BOOTTIME offsets (ns)
+// timeOffsets returns the CLOCK_MONOTONIC and CLOCK_BOOTTIME offsets (ns)
 // of process pid's time namespace.
-func TimeOffsets(pid int) (mono, boot int64, err error) {
+func timeOffsets(pid int) (mono, boot int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timens_offsets", pid))
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading the time namespace offsets of process %d: %w", pid, err)
@@ -149,7 +143,7 @@ func SetClocks(pid int, mono, boot int64) error {
 
 // SetHostname sets the hostname in the UTS namespace of process pid.
 func SetHostname(pid int, name string) error {
-	return inNamespace(pid, "uts", unix.CLONE_NEWUTS, func() error {
+	return nsenter.RunPID(pid, "uts", unix.CLONE_NEWUTS, func() error {
 		if err := unix.Sethostname([]byte(name)); err != nil {
 			return fmt.Errorf("setting hostname %q: %w", name, err)
 		}
