@@ -91,7 +91,7 @@ func (r *restorer) enterNamespaces(in *ptrace.Injector) error {
 		return err
 	}
 	defer mem.Close()
-	if err := mem.Write(r.scratch+offString, []byte("/\x00")); err != nil {
+	if err := r.putString(mem, "/"); err != nil {
 		return err
 	}
 	// Mounts made inside (the container's /proc) stay inside.
