@@ -190,10 +190,10 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 		}
 		for _, id := range ids {
 			for {
-				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id))
+				b, err := procfs.Read(id, "stat")
 				if err == nil {
 					st, perr := procfs.ParseStat(b)
-					if perr == nil && st.State != 'Z' && st.State != 'X' {
+					if perr == nil && !dead(st) {
 						return fmt.Errorf("PID %d is used by process %d (%s): %w", id, st.PID, st.Comm, ErrPIDInUse)
 					}
 				} else {
@@ -204,7 +204,7 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 					if !held {
 						break
 					}
-					if st.State != 'Z' && st.State != 'X' {
+					if !dead(st) {
 						return fmt.Errorf("PID %d is the process group or session of process %d (%s): %w", id, st.PID, st.Comm, ErrPIDInUse)
 					}
 				}
@@ -239,13 +239,16 @@ func groupsInUse() map[int]procfs.Stat {
 			continue
 		}
 		for _, g := range []int{st.PGID, st.SID} {
-			if old, ok := out[g]; !ok || old.State == 'Z' || old.State == 'X' {
+			if old, ok := out[g]; !ok || dead(old) {
 				out[g] = st
 			}
 		}
 	}
 	return out
 }
+
+// dead reports a zombie or an exiting task: its PID is free once it is reaped.
+func dead(st procfs.Stat) bool { return st.State == 'Z' || st.State == 'X' }
 
 func hashBytes(b []byte) string {
 	s := sha256.Sum256(b)

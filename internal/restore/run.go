@@ -534,7 +534,7 @@ func (r *restorer) clone(parent *ptrace.Injector, args *ptrace.CloneArgs, id int
 
 // holder describes the task that holds PID id, for an error message.
 func holder(id int) string {
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", id)); err == nil {
+	if b, err := procfs.Read(id, "stat"); err == nil {
 		if st, err := procfs.ParseStat(b); err == nil {
 			return fmt.Sprintf(" by %s (state %c, parent %d)", st.Comm, st.State, st.PPID)
 		}
