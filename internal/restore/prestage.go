@@ -322,34 +322,21 @@ func (r *restorer) writePrestaged(p *rproc, ranges []image.Range) error {
 			return fmt.Errorf("dropping staged pages %#x-%#x: %w", d.Addr, d.Addr+d.Len, err)
 		}
 	}
-	if ps, ok := r.pr.(pageSegmenter); ok {
-		return writeSegments(ps, p.img.PID, write, p.mem)
-	}
-	for _, rg := range write {
-		b := make([]byte, rg.Len)
-		if err := r.pr.ReadPages(p.img.PID, rg.Addr, b); err != nil {
-			return err
-		}
-		if err := p.mem.Write(rg.Addr, b); err != nil {
-			return err
-		}
-	}
-	return nil
+	return r.writeRanges(p, write)
 }
 
-// mapPrestaged keeps a staged region as the mapping m: only its
+// mapPrestaged keeps a staged region as the mapping m (ok): only its
 // protection changes (staged regions are read-write).
-func (r *restorer) mapPrestaged(p *rproc, m *image.Mapping) bool {
+func (r *restorer) mapPrestaged(p *rproc, m *image.Mapping) (ok bool, err error) {
 	if r.pre.region(m) == nil {
-		return false
+		return false, nil
 	}
-	r.preErr = nil
 	if prot := protOf(m); prot != unix.PROT_READ|unix.PROT_WRITE {
 		if _, err := p.in.Syscall(unix.SYS_MPROTECT, m.Start, m.Size(), prot); err != nil {
-			r.preErr = err
+			return true, err
 		}
 	}
-	return true
+	return true, nil
 }
 
 // protOf is the mapping's protection as mmap's PROT_ bits.

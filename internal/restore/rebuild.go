@@ -43,9 +43,9 @@ func (r *restorer) rebuild(p *rproc) error {
 		}
 	}
 	for _, m := range img.Mappings {
-		if r.mapPrestaged(p, m) {
-			if r.preErr != nil {
-				return fail(fmt.Sprintf("protecting staged %#x-%#x", m.Start, m.End), r.preErr)
+		if ok, err := r.mapPrestaged(p, m); ok {
+			if err != nil {
+				return fail(fmt.Sprintf("protecting staged %#x-%#x", m.Start, m.End), err)
 			}
 			continue
 		}
@@ -362,6 +362,12 @@ func (r *restorer) writePages(p *rproc) error {
 		defer f.close()
 		return ps.ParallelPageSegments(p.img.PID, runtime.GOMAXPROCS(0), f.write)
 	}
+	return r.writeRanges(p, ranges)
+}
+
+// writeRanges writes the saved pages of ranges into the process, from the
+// reader's own buffers when it hands them out, else in batches.
+func (r *restorer) writeRanges(p *rproc, ranges []image.Range) error {
 	if ps, ok := r.pr.(pageSegmenter); ok {
 		return writeSegments(ps, p.img.PID, ranges, p.mem)
 	}

@@ -49,7 +49,6 @@ type restorer struct {
 
 	pre       *Prestage   // prestage.go
 	preHelper *bareHelper // its helper, taken over
-	preErr    error
 }
 
 // rproc is a process being rebuilt.
