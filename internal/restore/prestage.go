@@ -15,9 +15,9 @@ import (
 // migration): the restore helper is started at once, and the pages that
 // arrive are written into anonymous mappings of the helper at their final
 // addresses. When the image is complete, Restore clones the root from
-// that helper as usual, so the root inherits the staged memory (the
-// kernel shares the pages copy-on-write with the helper, which dies right
-// after: no page is copied), keeps the staged mappings the image has with
+// that helper as usual, so the root inherits the staged memory (it is
+// cloned with CLONE_VM: it takes over the helper's address space, no page
+// or page table is copied), keeps the staged mappings the image has with
 // the same bounds, and writes only the pages that are not in place. So
 // the freeze of a migration does not pay for writing the whole memory.
 //
