@@ -3,10 +3,10 @@ package restore
 import (
 	"fmt"
 	"os"
-	"strconv"
 
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/ptrace"
+	"github.com/ckpt/ckpt/internal/sysvipc"
 	"golang.org/x/sys/unix"
 )
 
@@ -120,11 +120,11 @@ func (r *restorer) shmSysV(s *image.SharedMem) error {
 		}
 		return nil
 	}
-	if err := os.WriteFile("/proc/sys/kernel/shm_next_id", []byte(strconv.Itoa(v.ShmID)), 0); err != nil {
+	if err := sysvipc.SetNextID("shm", v.ShmID); err != nil {
 		return fmt.Errorf("setting shm_next_id: %w", err)
 	}
 	id, err := unix.SysvShmGet(int(v.Key), int(s.Size), unix.IPC_CREAT|unix.IPC_EXCL|int(v.Mode&0o777))
-	_ = os.WriteFile("/proc/sys/kernel/shm_next_id", []byte("-1"), 0)
+	_ = sysvipc.SetNextID("shm", -1)
 	if err != nil {
 		return fmt.Errorf("shmget: %w", err)
 	}
