@@ -16,11 +16,7 @@ import (
 // closes them. Regular files, directories and the plain devices are
 // saved; anything else is a refusal naming it.
 func inFlight(fds []int) ([]*image.FD, string) {
-	defer func() {
-		for _, f := range fds {
-			unix.Close(f)
-		}
-	}()
+	defer closeAll(fds)
 	var out []*image.FD
 	for i, f := range fds {
 		link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f))
