@@ -80,7 +80,7 @@ func initContainer(args []string) error {
 	if os.Getpid() != 1 {
 		return fmt.Errorf("not PID 1 of a new PID namespace (PID %d)", os.Getpid())
 	}
-	if err := PrepareMounts(); err != nil {
+	if err := prepareMounts(); err != nil {
 		return err
 	}
 	if err := unix.Sethostname([]byte(args[0])); err != nil {
@@ -107,10 +107,10 @@ func initContainer(args []string) error {
 	return syscall.Exec(path, args[2:], os.Environ())
 }
 
-// PrepareMounts, run by PID 1 of a new PID namespace inside a new mount
+// prepareMounts, run by PID 1 of a new PID namespace inside a new mount
 // namespace, stops mount events from propagating to the host and mounts a
 // /proc that shows the container's PIDs.
-func PrepareMounts() error {
+func prepareMounts() error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
 	}
