@@ -1,8 +1,6 @@
 package container
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -12,8 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ckpt/ckpt/internal/procfs"
 )
 
 // ErrNoCgroup2 is wrapped when no cgroup v2 file system is mounted.
@@ -31,21 +27,13 @@ type Cgroup struct{ Dir string }
 func Cgroup2Root() (string, error) { return cgroup2Root("/proc/self/mountinfo") }
 
 func cgroup2Root(mountinfo string) (string, error) {
-	b, err := os.ReadFile(mountinfo)
+	ms, err := readMounts(mountinfo)
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", mountinfo, err)
+		return "", err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-		f := strings.Fields(sc.Text())
-		for i, x := range f {
-			if x == "-" && i+1 < len(f) && i >= 5 {
-				if f[i+1] == "cgroup2" {
-					return procfs.UnescapeMount(f[4]), nil
-				}
-				break
-			}
+	for _, m := range ms {
+		if m.fstype == "cgroup2" {
+			return m.dir, nil
 		}
 	}
 	return "", fmt.Errorf("%w (none in %s; cgroup v1 has no cgroup.freeze)", ErrNoCgroup2, mountinfo)

@@ -201,40 +201,44 @@ func linkUp(name string) error {
 // /proc aside: mounts made inside a container, which a checkpoint does not
 // save.
 func ExtraMounts(pid int) ([]string, error) {
-	theirs, err := mountPoints(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	theirs, err := readMounts(fmt.Sprintf("/proc/%d/mountinfo", pid))
 	if err != nil {
 		return nil, err
 	}
-	ours, err := mountPoints("/proc/self/mountinfo")
+	ours, err := readMounts("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
-	have := map[string]bool{}
+	have := map[mount]bool{}
 	for _, m := range ours {
 		have[m] = true
 	}
 	var extra []string
 	for _, m := range theirs {
-		if m == "/proc proc" || have[m] {
+		if m == (mount{"/proc", "proc"}) || have[m] {
 			continue
 		}
-		extra = append(extra, m)
+		extra = append(extra, m.dir+" "+m.fstype)
 	}
 	return extra, nil
 }
 
-// mountPoints reads a mountinfo file into "MOUNTPOINT FSTYPE" strings.
-func mountPoints(path string) ([]string, error) {
+// mount is a line of a mountinfo file: where, and the file system type.
+type mount struct{ dir, fstype string }
+
+// readMounts reads a mountinfo file.
+func readMounts(path string) ([]mount, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	var ms []string
+	var ms []mount
 	for _, l := range strings.Split(string(b), "\n") {
+		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
 		f := strings.Fields(l)
 		for i, x := range f {
 			if x == "-" && i >= 5 && i+1 < len(f) {
-				ms = append(ms, procfs.UnescapeMount(f[4])+" "+f[i+1])
+				ms = append(ms, mount{procfs.UnescapeMount(f[4]), f[i+1]})
 				break
 			}
 		}
