@@ -12,17 +12,6 @@ import (
 // them again, and done, which closes them once sent (the kernel holds them
 // from then on).
 func (r *restorer) inFlight(s *image.UnixSocket, i int) (oob []byte, done func(), err error) {
-	var owner *image.Process
-	for _, p := range r.tree.Processes {
-		for _, fd := range p.FDs {
-			if fd.Socket == s.ID && owner == nil {
-				owner = p
-			}
-		}
-	}
-	if owner == nil {
-		owner = &image.Process{}
-	}
 	var fds []int
 	done = func() {
 		for _, d := range fds {
@@ -34,9 +23,13 @@ func (r *restorer) inFlight(s *image.UnixSocket, i int) (oob []byte, done func()
 			done()
 		}
 	}()
+	var owner *image.Process // found at the first descriptor: most messages carry none
 	for _, in := range s.Rights {
 		if in.Msg != i {
 			continue
+		}
+		if owner == nil {
+			owner = r.socketOwner(s)
 		}
 		for _, fd := range in.FDs {
 			if fd.Kind != image.FDFile && fd.Kind != image.FDDevice {
@@ -58,4 +51,17 @@ func (r *restorer) inFlight(s *image.UnixSocket, i int) (oob []byte, done func()
 		return nil, done, nil
 	}
 	return unix.UnixRights(fds...), done, nil
+}
+
+// socketOwner is the first process of the tree with a descriptor on s (an
+// empty one if none has).
+func (r *restorer) socketOwner(s *image.UnixSocket) *image.Process {
+	for _, p := range r.tree.Processes {
+		for _, fd := range p.FDs {
+			if fd.Socket == s.ID {
+				return p
+			}
+		}
+	}
+	return &image.Process{}
 }
