@@ -127,9 +127,12 @@ func closeAll(fds []int) {
 // (SCM_RIGHTS) of each (the caller closes them). On a stream socket a
 // descriptor in flight is refused (it belongs to a byte position).
 func peekQueue(fd, typ int) (out [][]byte, fl []rights, why string, err error) {
+	// Every descriptor received, kept apart from fl: an error return sets
+	// fl to nil before this runs.
+	var got []rights
 	defer func() {
 		if why != "" || err != nil {
-			for _, r := range fl {
+			for _, r := range got {
 				closeAll(r.fds)
 			}
 			fl = nil
@@ -186,7 +189,7 @@ func peekQueue(fd, typ int) (out [][]byte, fl []rights, why string, err error) {
 					return nil, nil, fmt.Sprintf("with file descriptors in flight on a stream (SCM_RIGHTS: %s)", strings.Join(names, ", ")), nil
 				}
 				if want < 0 { // the first piece of a message carries them
-					fl = append(fl, rights{msg: len(out), fds: fds})
+					got = append(got, rights{msg: len(out), fds: fds})
 				} else {
 					closeAll(fds)
 				}
@@ -213,7 +216,7 @@ func peekQueue(fd, typ int) (out [][]byte, fl []rights, why string, err error) {
 	if len(stream) > 0 {
 		out = [][]byte{stream}
 	}
-	return out, fl, "", nil
+	return out, got, "", nil
 }
 
 // socketFamily names the address family of fd num of pid.

@@ -13,14 +13,14 @@ import (
 // from then on).
 func (r *restorer) inFlight(s *image.UnixSocket, i int) (oob []byte, done func(), err error) {
 	var fds []int
-	done = func() {
+	closeFDs := func() {
 		for _, d := range fds {
 			unix.Close(d)
 		}
 	}
 	defer func() {
 		if err != nil {
-			done()
+			closeFDs() // not done: an error return has set it to nil
 		}
 	}()
 	var owner *image.Process // found at the first descriptor: most messages carry none
@@ -48,9 +48,9 @@ func (r *restorer) inFlight(s *image.UnixSocket, i int) (oob []byte, done func()
 		}
 	}
 	if len(fds) == 0 {
-		return nil, done, nil
+		return nil, closeFDs, nil
 	}
-	return unix.UnixRights(fds...), done, nil
+	return unix.UnixRights(fds...), closeFDs, nil
 }
 
 // socketOwner is the first process of the tree with a descriptor on s (an
