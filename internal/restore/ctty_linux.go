@@ -84,7 +84,7 @@ func (r *restorer) foregroundCTTY(p *rproc) error {
 		r.warn("process %d: the terminal's foreground process group %d is not in the tree; it stays %d", img.PID, g, img.PGID)
 		return nil
 	}
-	mem, err := ptrace.OpenMem(img.PID)
+	mem, err := ptrace.OpenMem(p.pid) // as the restorer sees it (not inside a container)
 	if err != nil {
 		return err
 	}

@@ -227,7 +227,7 @@ func (r *restorer) threadCreds(p *rproc, in *ptrace.Injector, th *image.Thread) 
 	root := c.UID == [4]int{} && c.GID == [4]int{} && len(c.Groups) == 0
 	sec := th.Security
 	if sec != nil && root && sec.Securebits == 0 {
-		if now, err := currentCaps(p.img.PID, in.TID); err == nil && now == [5]uint64{sec.CapInh, sec.CapPrm, sec.CapEff, sec.CapBnd, sec.CapAmb} {
+		if now, err := currentCaps(p.pid, in.TID); err == nil && now == [5]uint64{sec.CapInh, sec.CapPrm, sec.CapEff, sec.CapBnd, sec.CapAmb} {
 			return nil
 		}
 	} else if sec == nil && root {

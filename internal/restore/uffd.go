@@ -29,7 +29,7 @@ type pageFiller struct {
 // written through mem.
 func (r *restorer) newPageFiller(p *rproc) *pageFiller {
 	f := &pageFiller{mem: p.mem, fd: -1}
-	fd, err := takeUffd(p.img.PID, p.in)
+	fd, err := takeUffd(p.pid, p.in) // the PID this process sees, not the one inside a container
 	if err != nil {
 		return f
 	}
