@@ -160,6 +160,7 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 		if pid != 0 {
 			unix.Kill(pid, unix.SIGKILL)
 			<-exited
+			s.killLeftovers(pid) // children would hold PIDs the next launch restores
 		}
 		s.job.State, s.job.PID = StateStopped, 0
 		s.job.Message = msg
@@ -294,6 +295,7 @@ func (s *sup) restoreID(ctx context.Context, id string) (int, error) {
 	}
 	s.job.RestoreSeconds = time.Since(t0).Seconds()
 	s.job.State, s.job.PID = StateRunning, res.Root
+	s.pgid = ownGroup(res.Root)
 	s.save()
 	return res.Root, nil
 }
