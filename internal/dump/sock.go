@@ -13,7 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const siocUnixFile = 0x89e0 // SIOCPROTOPRIVATE: O_PATH fd of a bound socket's file
+const (
+	siocUnixFile = 0x89e0 // SIOCPROTOPRIVATE: O_PATH fd of a bound socket's file
+	shutdownBoth = 3      // RCV_SHUTDOWN|SEND_SHUTDOWN, as UNIX_DIAG_SHUTDOWN reports it
+)
 
 // dumpSocket records fd num of pid, a socket with inode ino. It returns a
 // refusal (empty when the socket is supported) or an error.
@@ -75,6 +78,12 @@ func (h *Handle) dumpSocket(pid, num int, ino uint64, fd *image.FD, tree *image.
 		s.Listening, s.Backlog = true, int(d.WQueue)
 	} else {
 		s.Connected = d.State == tcpEstablished && d.Type != unix.SOCK_DGRAM
+		if s.Connected && s.Peer == 0 && d.Shutdown != shutdownBoth {
+			// The peer is alive (its release would have shut this side
+			// down both ways) but has no inode: a connection its listener
+			// has not accepted yet, which nothing can recreate.
+			return fmt.Sprintf("%s connected to %s, which has not accepted the connection yet", what, pendingListener(ino)), nil
+		}
 		if s.SndBuf, err = unix.GetsockoptInt(sfd, unix.SOL_SOCKET, unix.SO_SNDBUF); err != nil {
 			return "", err
 		}
@@ -256,6 +265,25 @@ func socketOwner(ino uint64) string {
 		}
 	}
 	return "held by no process we can see"
+}
+
+// pendingListener names the listening socket that holds the connection of
+// client socket ino in its accept queue, for refusal messages.
+func pendingListener(ino uint64) string {
+	all, _ := UnixSockets(0)
+	for _, d := range all {
+		for _, p := range d.Pending {
+			if p != ino {
+				continue
+			}
+			l := fmt.Sprintf("the listener socket:[%d]", d.Ino)
+			if d.Name != "" {
+				l += " bound to " + d.Name
+			}
+			return l + " (" + socketOwner(d.Ino) + ")"
+		}
+	}
+	return "a listener"
 }
 
 // linkSockets checks that every connected unix socket's peer is in the

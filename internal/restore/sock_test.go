@@ -38,39 +38,49 @@ func TestUnixSockets(t *testing.T) {
 }
 
 // TestUnixSocketRefused checks the refusals: a unix socket connected to a
-// process outside the tree (named with the peer), a descriptor in flight.
+// process outside the tree (named with the peer), whether the listener has
+// accepted the connection or not, and a descriptor in flight.
 func TestUnixSocketRefused(t *testing.T) {
 	proctest.RequireRoot(t)
 	bin := proctest.Build(t, "refuse", false)
-	path := filepath.Join(t.TempDir(), "outside.sock")
-	ln, err := net.Listen("unix", path)
+	dir := t.TempDir()
+	accepting, pending := filepath.Join(dir, "accepting.sock"), filepath.Join(dir, "pending.sock")
+	ln, err := net.Listen("unix", accepting)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
 	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
 		}
 	}()
-	for _, tc := range []struct{ what, want string }{
-		{"unix-outside", "fd 3 is a unix socket"},
-		{"scm-rights", "SCM_RIGHTS: pipe:["}, // the fixture sends its stdout, a pipe
+	// Never accepts: the client's peer stays in the accept queue.
+	lnPending, err := net.Listen("unix", pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnPending.Close()
+	for _, tc := range []struct{ name, what, arg, want string }{
+		{"unix-outside", "unix-outside", accepting, "outside the tree"},
+		{"unix-not-accepted", "unix-outside", pending, "has not accepted the connection yet"},
+		{"scm-rights", "scm-rights", "", "SCM_RIGHTS: pipe:["}, // the fixture sends its stdout, a pipe
 	} {
-		t.Run(tc.what, func(t *testing.T) {
-			p := proctest.Start(t, bin, tc.what, path)
+		t.Run(tc.name, func(t *testing.T) {
+			p := proctest.Start(t, bin, tc.what, tc.arg)
 			p.Lines.Expect(t, "READY")
+			if tc.arg == accepting {
+				c := <-accepted
+				defer c.Close()
+			}
 			_, err := dump.Dump(context.Background(), p.PID, dump.Options{}, proctest.NewPages())
 			if err == nil || !errors.Is(err, dump.ErrUnsupported) || !strings.Contains(err.Error(), tc.want) ||
 				!strings.Contains(err.Error(), "process "+strconv.Itoa(p.PID)) {
 				t.Fatalf("got %v, want a refusal naming process %d and %q", err, p.PID, tc.want)
 			}
-			if tc.what == "unix-outside" && (!strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "outside the tree")) {
-				t.Errorf("refusal %q does not name the peer %s", err, path)
+			if tc.arg != "" && !strings.Contains(err.Error(), tc.arg) {
+				t.Errorf("refusal %q does not name the peer %s", err, tc.arg)
 			}
 			t.Log(err)
 			_ = syscall.Kill(p.PID, syscall.SIGUSR2)
