@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -143,7 +144,7 @@ func findProcess(arg string) (int, error) {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if b, err := procfs.Read(pid, "comm"); err == nil && strings.TrimSpace(string(b)) == arg {
+		if hasName(pid, arg) {
 			found = append(found, pid)
 		}
 	}
@@ -154,6 +155,33 @@ func findProcess(arg string) (int, error) {
 		return found[0], nil
 	}
 	return 0, fmt.Errorf("%d processes are named %q (%v): give a PID", len(found), arg, found)
+}
+
+// commLen is the kernel's limit on a process name (TASK_COMM_LEN less
+// the NUL): longer names are cut in /proc/PID/comm.
+const commLen = 15
+
+// hasName reports whether process pid is named name: its comm, or for a
+// name longer than comm holds, the comm it was cut to and the base name of
+// its argv[0].
+func hasName(pid int, name string) bool {
+	b, err := procfs.Read(pid, "comm")
+	if err != nil {
+		return false
+	}
+	comm := strings.TrimSuffix(string(b), "\n")
+	if len(name) <= commLen {
+		return comm == name
+	}
+	if comm != name[:commLen] {
+		return false
+	}
+	cmdline, err := procfs.Read(pid, "cmdline")
+	if err != nil {
+		return false
+	}
+	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+	return filepath.Base(argv0) == name
 }
 
 // migrateTarget turns --to and --group into the agent's

@@ -1007,3 +1007,31 @@ func startHeartbeat(t *testing.T, out string, flag int, minBeats int, args ...st
 	}
 	return cmd
 }
+
+// TestFindProcessLongName finds a process by a name longer than the
+// kernel's 15-character comm, and not one whose name only shares the
+// first 15 characters.
+func TestFindProcessLongName(t *testing.T) {
+	dir := t.TempDir()
+	name := "ckpt-find-long-name-" + strconv.Itoa(os.Getpid())
+	bin := filepath.Join(dir, name)
+	data, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command(bin, "60")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Process.Kill(); _ = c.Wait() }()
+	// Start returns once the exec succeeded, so comm is already set.
+	if pid, err := findProcess(name); err != nil || pid != c.Process.Pid {
+		t.Errorf("findProcess(%q) = %d, %v; want %d", name, pid, err, c.Process.Pid)
+	}
+	if pid, err := findProcess(name + "-other"); err == nil {
+		t.Errorf("findProcess(%q) = %d, want no process", name+"-other", pid)
+	}
+}
