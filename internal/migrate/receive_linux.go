@@ -43,6 +43,8 @@ func Receive(ctx context.Context, r io.Reader, opts restore.Options) (*restore.R
 			st.PrestageNote = err.Error()
 		}
 		opts.Prestage = pre.ps
+	} else {
+		st.PrestageNote = pre.note
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, st, fmt.Errorf("the migration was cancelled before the restore: %w", err)
