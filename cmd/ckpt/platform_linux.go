@@ -150,7 +150,16 @@ not start itself. 'ckpt ps' lists jobs.`,
 			}
 			o.Command = args
 			o.Logf = func(format string, a ...any) { fmt.Fprintf(g.stderr, "ckpt: "+format+"\n", a...) }
+			if (o.Hostname != "" || o.Veth != "") && !o.Isolate {
+				return usageError("--hostname and --veth need --isolate")
+			}
+			if len(o.Hostname) > 64 || strings.ContainsAny(o.Hostname, "\x00/ ") {
+				return usageError("--hostname %q: at most 64 bytes, no spaces, slashes or NUL", o.Hostname)
+			}
 			if gf.group != "" {
+				if o.Isolate {
+					return usageError("--group with --isolate is not supported yet: run each member without --isolate")
+				}
 				return runGroupMember(ctx, g, o, gf)
 			}
 			o.Resume = o.Name != ""
@@ -162,16 +171,11 @@ not start itself. 'ckpt ps' lists jobs.`,
 			if err := repo.ValidName(o.Name); err != nil {
 				return usageError("--name: %v", err)
 			}
-			if (o.Hostname != "" || o.Veth != "") && !o.Isolate {
-				return usageError("--hostname and --veth need --isolate")
-			}
 			if o.Veth != "" {
+				// The interface names derive from the job name.
 				if _, err := container.ParseVeth(o.Name, o.Veth); err != nil {
 					return usageError("%v", err)
 				}
-			}
-			if len(o.Hostname) > 64 || strings.ContainsAny(o.Hostname, "\x00/ ") {
-				return usageError("--hostname %q: at most 64 bytes, no spaces, slashes or NUL", o.Hostname)
 			}
 			return superviseJob(ctx, g, func(ctx context.Context, r *repo.Repository, store supervise.Store) (int, error) {
 				if !o.Resume {

@@ -429,4 +429,9 @@ func TestRunGroupUsage(t *testing.T) {
 	wantCode(t, res, exitUsage, "run --group with rank 3 of 3")
 	res = runCkptEnv(t, dir, []string{"CKPT_RANK=x", "CKPT_RANKS=3"}, "run", "--group", "g", "--coordinator", "127.0.0.1:1", "--", "true")
 	wantCode(t, res, exitUsage, "run --group with CKPT_RANK=x")
+	member := []string{"run", "--group", "g", "--coordinator", "127.0.0.1:1", "--rank", "0", "--ranks", "1"}
+	res = runCkpt(t, dir, append(member, "--isolate", "--", "true")...)
+	wantCode(t, res, exitUsage, "run --group --isolate")
+	res = runCkpt(t, dir, append(member, "--hostname", "h", "--", "true")...)
+	wantCode(t, res, exitUsage, "run --group --hostname without --isolate")
 }
