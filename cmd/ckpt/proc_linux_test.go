@@ -122,6 +122,34 @@ for i in range(400):
 	}
 }
 
+// TestPython3Multiprocessing checkpoints a multiprocessing.Pool mid-way:
+// worker processes, the pool's threads, its pipes, and its semaphores
+// (POSIX shm objects in /dev/shm, unlinked at once and mapped shared).
+func TestPython3Multiprocessing(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/bin/python3")
+	script := filepath.Join(t.TempDir(), "mp.py")
+	os.WriteFile(script, []byte(`import multiprocessing as mp, sys, hashlib, time
+def work(i):
+    h = hashlib.sha256()
+    for j in range(20000):
+        h.update(str(i * j).encode())
+    time.sleep(0.005)
+    return h.hexdigest()[:16]
+if __name__ == "__main__":
+    out = open(sys.argv[1], "w")
+    with mp.Pool(2) as p:
+        for i, r in enumerate(p.imap(work, range(300))):
+            out.write(f"{i} {r}\n"); out.flush()
+`), 0o600)
+	want, got := dumpKillRestore(t, "pool", func(out string) *exec.Cmd {
+		return exec.Command("/usr/bin/python3", script, out)
+	}, func(out string) bool { return fileSize(out) > 1000 })
+	if len(got) == 0 || string(got) != string(want) {
+		t.Fatalf("multiprocessing output differs after dump/kill/restore (%d vs %d bytes):\n%s", len(got), len(want), got)
+	}
+}
+
 func TestPerl(t *testing.T) {
 	requireRoot(t)
 	requireTool(t, "/usr/bin/perl")

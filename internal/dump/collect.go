@@ -53,6 +53,7 @@ func (h *Handle) collect(ctx context.Context, root int, pw image.PageWriter) (*i
 	if err := dumpSysvIPC(tree, pids); err != nil {
 		return nil, err
 	}
+	shareDeleted(tree, ids)
 	if err := linkFiles(tree, h.opts); err != nil {
 		return nil, err
 	}

@@ -10,9 +10,14 @@ import (
 	"github.com/ckpt/ckpt/internal/image"
 )
 
-type idCache struct{ m map[[2]uint64]*image.FileID }
+type idCache struct {
+	m       map[[2]uint64]*image.FileID
+	deleted map[[2]uint64]uint64 // dev, ino of an unlinked file mapped shared: its SharedMem.ID
+}
 
-func newIDCache() *idCache { return &idCache{m: map[[2]uint64]*image.FileID{}} }
+func newIDCache() *idCache {
+	return &idCache{m: map[[2]uint64]*image.FileID{}, deleted: map[[2]uint64]uint64{}}
+}
 
 // get returns the identity of the file at path (followed through /proc
 // magic links), with the ELF build-id of regular ELF files.

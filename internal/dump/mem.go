@@ -28,7 +28,7 @@ func classifyMappings(pid int, comm string, maps []procfs.MapEntry, ids *idCache
 		refuse := func(what string) error {
 			return fmt.Errorf("process %d (%s): mapping %#x-%#x %s: %s: %w", pid, comm, e.Start, e.End, e.Path, what, ErrUnsupported)
 		}
-		if ok, why := shmMapping(pid, e, m); ok {
+		if ok, why := shmMapping(pid, e, m, ids); ok {
 			if why != "" {
 				return nil, refuse(why)
 			}
@@ -63,9 +63,6 @@ func classifyMappings(pid int, comm string, maps []procfs.MapEntry, ids *idCache
 		case e.Shared && (e.Path == "/dev/zero (deleted)" || e.Path == "/ (deleted)"):
 			return nil, refuse("shared anonymous memory")
 		case e.Deleted():
-			if e.Shared {
-				return nil, refuse("shared mapping of a deleted file (shared memory)")
-			}
 			m.Kind = image.KindDeleted
 		default:
 			m.Kind = image.KindFile

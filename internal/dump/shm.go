@@ -13,15 +13,17 @@ import (
 )
 
 const (
-	shmDest     = 0o1000  // SHM_DEST: removed (IPC_RMID) while attached
-	sysvIDSpace = 1 << 40 // SharedMem.ID of a System V segment: sysvIDSpace | shmid
+	shmDest        = 0o1000  // SHM_DEST: removed (IPC_RMID) while attached
+	sysvIDSpace    = 1 << 40 // SharedMem.ID of a System V segment: sysvIDSpace | shmid
+	deletedIDSpace = 1 << 41 // SharedMem.ID of an unlinked file mapped shared: deletedIDSpace | n
 )
 
 // shmMapping classifies a mapping of a shared memory object: MAP_SHARED
-// anonymous memory, a memfd (shared or private) or a System V segment. It
-// returns ok false for other mappings, and a refusal when the object
-// cannot be restored. Contents are read once per object by collectShm.
-func shmMapping(pid int, e procfs.MapEntry, m *image.Mapping) (ok bool, why string) {
+// anonymous memory, a memfd (shared or private), a System V segment, or an
+// unlinked file mapped shared. It returns ok false for other mappings, and
+// a refusal when the object cannot be restored. Contents are read once per
+// object by collectShm.
+func shmMapping(pid int, e procfs.MapEntry, m *image.Mapping, ids *idCache) (ok bool, why string) {
 	switch {
 	case strings.HasPrefix(e.Path, "/SYSV"):
 		if e.Offset != 0 {
@@ -35,10 +37,50 @@ func shmMapping(pid int, e procfs.MapEntry, m *image.Mapping) (ok bool, why stri
 			return true, fmt.Sprintf("shared memory whose object cannot be opened (%v)", err)
 		}
 		m.Kind, m.Shm = image.KindShm, st.Ino
+	case e.Shared && e.Deleted() && e.Path != "/ (deleted)":
+		// Nothing can open the file again: shared memory between the
+		// processes that map it (POSIX semaphores and shm_open objects
+		// unlinked at once, as Python's multiprocessing makes them).
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, e.Start, e.End), &st); err != nil {
+			return true, fmt.Sprintf("shared mapping of a deleted file that cannot be opened (%v)", err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return true, "shared mapping of a deleted device or special file"
+		}
+		m.Kind, m.Shm = image.KindShm, ids.deletedShm(st.Dev, st.Ino)
 	default:
 		return false, ""
 	}
 	return true, ""
+}
+
+// deletedShm names the unlinked file dev:ino mapped shared, the same in
+// every process of one dump.
+func (c *idCache) deletedShm(dev, ino uint64) uint64 {
+	key := [2]uint64{dev, ino}
+	if id, ok := c.deleted[key]; ok {
+		return id
+	}
+	id := deletedIDSpace | uint64(len(c.deleted)+1)
+	c.deleted[key] = id
+	return id
+}
+
+// shareDeleted turns a descriptor of an unlinked file that the tree also
+// maps shared into a descriptor of that shared memory object, so that
+// writes through either stay visible through the other after a restore.
+func shareDeleted(tree *image.Tree, ids *idCache) {
+	for _, p := range tree.Processes {
+		for _, fd := range p.FDs {
+			if fd.Kind != image.FDDeleted || fd.File == nil {
+				continue
+			}
+			if id, ok := ids.deleted[[2]uint64{fd.File.Dev, fd.File.Ino}]; ok {
+				fd.Kind, fd.Shm, fd.Data = image.FDMemfd, id, nil
+			}
+		}
+	}
 }
 
 // memfdFD records fd num of pid, a memfd; collectShm reads its contents.
@@ -94,6 +136,9 @@ func readShm(path, name string, id uint64, opts Options) (*image.SharedMem, erro
 	case strings.HasPrefix(name, "/memfd:"):
 		s.Kind = image.ShmMemfd
 		s.Name = strings.TrimSuffix(strings.TrimPrefix(name, "/memfd:"), " (deleted)")
+	case id&deletedIDSpace != 0:
+		s.Kind = image.ShmDeleted
+		s.Name = strings.TrimSuffix(name, " (deleted)")
 	default:
 		s.Kind = image.ShmAnon
 	}

@@ -12,13 +12,16 @@ const (
 	ShmAnon  = "anon"  // MAP_SHARED|MAP_ANONYMOUS (maps shows /dev/zero (deleted))
 	ShmMemfd = "memfd"
 	ShmSysV  = "sysv"
+	// ShmDeleted is an unlinked file mapped shared (Name: its path),
+	// restored as a memfd of the same size and contents.
+	ShmDeleted = "deleted"
 )
 
 // SharedMem is a shared memory object with its contents.
 type SharedMem struct {
 	ID      uint64   `json:"id"` // inode on the kernel's shmem mount
 	Kind    string   `json:"kind"`
-	Name    string   `json:"name,omitempty"` // memfd name
+	Name    string   `json:"name,omitempty"` // memfd name; path of a deleted file
 	Size    int64    `json:"size"`
 	Seals   int      `json:"seals,omitempty"` // memfd F_GET_SEALS
 	Extents []Extent `json:"extents,omitempty"`
@@ -53,7 +56,7 @@ func (t *Tree) ShmObj(id uint64) *SharedMem {
 
 func (s *SharedMem) validate() error {
 	switch s.Kind {
-	case ShmAnon, ShmMemfd, ShmSysV:
+	case ShmAnon, ShmMemfd, ShmSysV, ShmDeleted:
 	default:
 		return invalid("shared memory %d: unknown kind %q", s.ID, s.Kind)
 	}

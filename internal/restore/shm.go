@@ -3,6 +3,7 @@ package restore
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/ptrace"
@@ -34,7 +35,11 @@ func (r *restorer) openShm() error {
 		case image.ShmAnon:
 			err = r.shmAnon(s)
 		case image.ShmMemfd:
-			err = r.shmMemfd(s)
+			err = r.shmMemfd(s, s.Name)
+		case image.ShmDeleted:
+			// Only the processes that map it could reach it: a memfd
+			// named after the file serves them the same.
+			err = r.shmMemfd(s, memfdName(filepath.Base(s.Name)))
 		case image.ShmSysV:
 			err = r.shmSysV(s)
 		}
@@ -49,6 +54,8 @@ func shmName(s *image.SharedMem) string {
 	switch s.Kind {
 	case image.ShmMemfd:
 		return "memfd:" + s.Name
+	case image.ShmDeleted:
+		return "deleted file " + s.Name
 	case image.ShmSysV:
 		return fmt.Sprintf("System V shmid %d key %#x", s.SysV.ShmID, uint32(s.SysV.Key))
 	}
@@ -82,12 +89,20 @@ func (r *restorer) shmAnon(s *image.SharedMem) error {
 	return nil
 }
 
-func (r *restorer) shmMemfd(s *image.SharedMem) error {
+// memfdName cuts name to what memfd_create takes (249 bytes).
+func memfdName(name string) string {
+	if len(name) > 249 {
+		name = name[:249]
+	}
+	return name
+}
+
+func (r *restorer) shmMemfd(s *image.SharedMem, name string) error {
 	fl := unix.MFD_CLOEXEC
 	if s.Seals&^fSealSeal != 0 || s.Seals == 0 {
 		fl |= unix.MFD_ALLOW_SEALING
 	}
-	fd, err := unix.MemfdCreate(s.Name, fl)
+	fd, err := unix.MemfdCreate(name, fl)
 	if err != nil {
 		return fmt.Errorf("memfd_create: %w", err)
 	}
@@ -203,7 +218,8 @@ func (r *restorer) openMemfd(fd *image.FD, flags int) (*os.File, error) {
 	if f == nil {
 		return nil, fmt.Errorf("memfd %d was not created", fd.Shm)
 	}
-	g, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), flags, 0)
+	// O_NOFOLLOW (shm_open sets it) would refuse the magic link.
+	g, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), flags&^unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}

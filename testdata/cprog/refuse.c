@@ -41,17 +41,7 @@ int main(int argc, char **argv) {
 		if (sendmsg(sv[0], &mh, 0) != 1) fail("sendmsg");
 		fd = sv[1];
 	}
-	else if (!strcmp(what, "deleted-shared")) {
-		/* A shared mapping of an unlinked regular file (argv[2]). */
-		int f = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
-		if (f < 0 || ftruncate(f, 4096)) fail("tmpfile");
-		char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
-		if (p == MAP_FAILED) fail("mmap");
-		p[0] = 1;
-		close(f);
-		unlink(argv[2]);
-		fd = 99;
-	} else if (!strcmp(what, "sysv-partial")) {
+	else if (!strcmp(what, "sysv-partial")) {
 		/* A System V segment of which the first page was unmapped. */
 		int id = shmget(IPC_PRIVATE, 8192, IPC_CREAT | 0600);
 		char *p = shmat(id, NULL, 0);

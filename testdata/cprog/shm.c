@@ -1,7 +1,8 @@
 /* shm: memory shared between a parent and its child: MAP_SHARED anonymous
  * memory, a memfd (fd with offset and seals, a shared and a private
  * mapping), two System V segments (one removed while attached), a POSIX
- * shm object in /dev/shm. After SIGUSR2 the contents must be as before and
+ * shm object in /dev/shm, and one unlinked at once with its fd kept and an
+ * odd size (what sem_open does for Python's multiprocessing). After SIGUSR2 the contents must be as before and
  * still shared: the parent writes, the child checks and writes, the parent
  * checks. */
 #include "common.h"
@@ -12,8 +13,10 @@
 
 #define PG 4096
 
-static char *anon, *mfd_sh, *mfd_priv, *sv1, *sv2, *px;
-static int mfd, sv1id, sv2id, cpipe[2], ppipe[2];
+static char *anon, *mfd_sh, *mfd_priv, *sv1, *sv2, *px, *dx;
+static int mfd, sv1id, sv2id, dfd, cpipe[2], ppipe[2];
+
+#define DSIZE 100 /* the unlinked object's size: less than a page */
 
 static void expect(const char *p, const char *want, const char *what) {
 	if (strncmp(p, want, strlen(want))) {
@@ -31,10 +34,12 @@ static void child(void) {
 	expect(sv1 + 10, "parent-sysv", "child sees sysv");
 	expect(sv2, "removed-seg", "child sees removed sysv");
 	expect(px + 50, "parent-posix", "child sees posix");
+	expect(dx + 40, "parent-del", "child sees unlinked");
 	strcpy(anon + PG, "child-2");
 	strcpy(mfd_sh + 200, "child-memfd");
 	strcpy(sv1 + 20, "child-sysv");
 	strcpy(px + 60, "child-posix");
+	strcpy(dx + 70, "child-del");
 	if (write(ppipe[1], "k", 1) != 1) _exit(3);
 	_exit(0);
 }
@@ -74,6 +79,14 @@ int main(int argc, char **argv) {
 	if (px == MAP_FAILED) fail("posix mmap");
 	strcpy(px, "posix-shm");
 
+	snprintf(name, sizeof name, "/ckpt-test-del-%d", getpid());
+	dfd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+	if (dfd < 0 || ftruncate(dfd, DSIZE)) fail("shm_open unlinked");
+	dx = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, dfd, 0);
+	if (dx == MAP_FAILED || shm_unlink(name)) fail("unlinked mmap");
+	strcpy(dx, "deleted-shm");
+	snprintf(name, sizeof name, "/ckpt-test-%d", getpid());
+
 	if (pipe(cpipe) || pipe(ppipe)) fail("pipe");
 	pid_t ch = fork();
 	if (ch == 0) child();
@@ -98,11 +111,17 @@ int main(int argc, char **argv) {
 		fail("sysv ipc state");
 	if (shmctl(sv2id, IPC_STAT, &ds) == 0 && !(ds.shm_perm.mode & SHM_DEST)) fail("removed sysv state");
 	expect(px, "posix-shm", "posix contents");
+	expect(dx, "deleted-shm", "unlinked contents");
+	struct stat dst;
+	if (fstat(dfd, &dst) || dst.st_size != DSIZE) fail("unlinked size");
+	if (pwrite(dfd, "via-del-fd", 10, 20) != 10) fail("unlinked pwrite");
+	expect(dx + 20, "via-del-fd", "unlinked fd and mapping share");
 
 	strcpy(anon + 2 * PG, "parent-2");
 	strcpy(mfd_sh + 100, "parent-memfd");
 	strcpy(sv1 + 10, "parent-sysv");
 	strcpy(px + 50, "parent-posix");
+	strcpy(dx + 40, "parent-del");
 	if (write(cpipe[1], "g", 1) != 1) fail("wake child");
 	char c;
 	if (read(ppipe[0], &c, 1) != 1) fail("child answer");
@@ -112,6 +131,7 @@ int main(int argc, char **argv) {
 	expect(mfd_sh + 200, "child-memfd", "parent sees child memfd");
 	expect(sv1 + 20, "child-sysv", "parent sees child sysv");
 	expect(px + 60, "child-posix", "parent sees child posix");
+	expect(dx + 70, "child-del", "parent sees child unlinked");
 	char buf[16] = {0};
 	if (pread(pfd, buf, 11, 60) != 11 || strcmp(buf, "child-posix")) fail("posix file contents");
 	shmctl(sv1id, IPC_RMID, NULL);
