@@ -7,9 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 type psJob struct {
@@ -114,4 +116,55 @@ for i in range(400):
 func alive(pid int) bool {
 	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
 	return pid > 0 && err == nil
+}
+
+// TestRunInterrupt: a program under ckpt run keeps SIGINT's default (ckpt
+// ignores it itself), and dying of it is an interruption, not a crash:
+// ckpt exits 130, the job is stopped, not restored.
+func TestRunInterrupt(t *testing.T) {
+	requireRoot(t)
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	if r := runCkpt(t, repoDir, "init"); r.code != 0 {
+		t.Fatalf("init: %s", r.stderr)
+	}
+	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "intr", "--every", "100ms", "--", "/bin/sleep", "600")
+	var logs lockedBuffer
+	sup.Stderr = &logs
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "a checkpoint", func() bool { return psJobs(t, repoDir)["intr"].Checkpoints >= 1 })
+	pid := psJobs(t, repoDir)["intr"].PID
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ign uint64
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "SigIgn:\t"); ok {
+			ign, _ = strconv.ParseUint(v, 16, 64)
+		}
+	}
+	if ign&(1<<(syscall.SIGINT-1)) != 0 {
+		t.Fatalf("the program ignores SIGINT (SigIgn %#x)", ign)
+	}
+	syscall.Kill(pid, syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- sup.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Fatalf("ckpt run after the program's SIGINT: %v, want exit 130; it said:\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ckpt run still runs 30 s after the program's SIGINT; it said:\n%s", logs.String())
+	}
+	if j := psJobs(t, repoDir)["intr"]; j.State != "stopped" || j.Restarts != 0 {
+		t.Errorf("job after SIGINT: %+v, want stopped with no restart", j)
+	}
+	if !strings.Contains(logs.String(), "interrupted") {
+		t.Errorf("ckpt run does not say the program was interrupted:\n%s", logs.String())
+	}
 }

@@ -82,7 +82,7 @@ func RunGroup(ctx context.Context, r *repo.Repository, store Store, o Options, g
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	signal.Ignore(syscall.SIGINT)
+	defer ignoreInterrupt()()
 
 	rctx, cancel := context.WithTimeout(ctx, g.Timeout)
 	defer cancel()

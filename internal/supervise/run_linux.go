@@ -116,7 +116,7 @@ func Run(ctx context.Context, r *repo.Repository, store Store, o Options) (int, 
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, append([]os.Signal{syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP}, append(o.StopSignals, o.CheckpointSignals...)...)...)
 	defer signal.Stop(sigs)
-	signal.Ignore(syscall.SIGINT) // the terminal sends it to the program too; it decides
+	defer ignoreInterrupt()()
 
 	s := &sup{r: r, store: store, o: o, job: job, pol: o.Policy, runStart: time.Now(), cg: cg, veth: veth}
 	if !o.NoTrack {
@@ -360,6 +360,14 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 				s.job.State, s.job.PID, s.job.ExitStatus = StateDone, 0, &code
 				s.save()
 				return code, nil
+			case ws.Signaled() && ws.Signal() == unix.SIGINT:
+				// Somebody interrupted it (^C): not a crash to recover.
+				code := 128 + int(unix.SIGINT)
+				s.job.State, s.job.PID, s.job.ExitStatus = StateStopped, 0, &code
+				s.job.Message = "interrupted (SIGINT)"
+				s.save()
+				s.o.Logf("program interrupted (SIGINT): job %s stopped; 'ckpt run --name %s' resumes it from its last checkpoint", s.o.Name, s.o.Name)
+				return code, nil
 			case ws.Signaled():
 				sig := ws.Signal()
 				if s.job.Restarts >= s.o.MaxRestarts {
@@ -400,6 +408,18 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// ignoreInterrupt makes ckpt itself ignore SIGINT (the terminal sends ^C
+// to the program too, and the program decides) while the program keeps
+// SIGINT's default: signal.Ignore would be inherited through exec, and a
+// program under ckpt run could not be interrupted. A handler is reset by
+// exec; its signals are dropped once the channel holds one. The returned
+// function stops it.
+func ignoreInterrupt() (stop func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGINT)
+	return func() { signal.Stop(c) }
 }
 
 // ownGroup returns pid if it leads its own process group, else 0.
