@@ -313,6 +313,12 @@ func linkSockets(tree *image.Tree) error {
 			}
 			peer := fmt.Sprintf("socket:[%d]", s.Peer)
 			if ds, err := UnixSockets(s.Peer); err == nil && ds[0].Name != "" {
+				if d := ds[0]; s.Type == unix.SOCK_DGRAM && len(s.Queue) == 0 && (d.Abstract || strings.HasPrefix(d.Name, "/")) {
+					// Connectionless: connecting to the name again at
+					// restore is all the connection was (syslog's /dev/log).
+					s.Peer, s.PeerName, s.PeerAbstract = 0, d.Name, d.Abstract
+					continue
+				}
 				peer += " bound to " + ds[0].Name
 			}
 			return fmt.Errorf("process %d (%s): fd %d is a unix socket socket:[%d] connected to %s outside the tree (%s): %w",

@@ -86,9 +86,14 @@ type UnixSocket struct {
 	// seqpacket socket whose peer has closed has Peer 0 and Connected set.
 	Peer      uint64 `json:"peer,omitempty"`
 	Connected bool   `json:"connected,omitempty"`
-	Shutdown  int    `json:"shutdown,omitempty"` // 1: receive side, 2: send side
-	SndBuf    int    `json:"sndbuf,omitempty"`   // as getsockopt reports it
-	RcvBuf    int    `json:"rcvbuf,omitempty"`
+	// PeerName is the name of the socket outside the tree that a datagram
+	// socket is connected to (syslog's /dev/log), connected again by name
+	// at restore; Peer is then 0.
+	PeerName     string `json:"peer_name,omitempty"`
+	PeerAbstract bool   `json:"peer_abstract,omitempty"`
+	Shutdown     int    `json:"shutdown,omitempty"` // 1: receive side, 2: send side
+	SndBuf       int    `json:"sndbuf,omitempty"`   // as getsockopt reports it
+	RcvBuf       int    `json:"rcvbuf,omitempty"`
 	// Queue is the data waiting in this socket's receive queue: one
 	// element per datagram or record, stream data as one element.
 	Queue [][]byte `json:"queue,omitempty"`
@@ -161,9 +166,14 @@ func socketStr(s *UnixSocket) string {
 	if s.Listening {
 		out += fmt.Sprintf(" listening (backlog %d)", s.Backlog)
 	}
-	if s.Peer != 0 {
+	switch {
+	case s.Peer != 0:
 		out += fmt.Sprintf(" peer socket:[%d]", s.Peer)
-	} else if s.Connected {
+	case s.PeerName != "" && s.PeerAbstract:
+		out += " connected outside the tree to @" + s.PeerName
+	case s.PeerName != "":
+		out += " connected outside the tree to " + s.PeerName
+	case s.Connected:
 		out += " peer closed"
 	}
 	n := 0

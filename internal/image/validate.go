@@ -51,6 +51,9 @@ func (t *Tree) Validate() error {
 		if s.Peer != 0 && !socks[s.Peer] {
 			return invalid("socket %d: peer %d is not in the image", s.ID, s.Peer)
 		}
+		if s.PeerName != "" && (s.Peer != 0 || s.Type != 2 /* SOCK_DGRAM */ || len(s.Queue) > 0) {
+			return invalid("socket %d: a peer outside the tree on a socket that is not an idle datagram socket", s.ID)
+		}
 		for _, in := range s.Rights {
 			if in.Msg < 0 || in.Msg >= len(s.Queue) || s.Type == 1 /* SOCK_STREAM */ {
 				return invalid("socket %d: descriptors in flight with message %d of %d", s.ID, in.Msg, len(s.Queue))

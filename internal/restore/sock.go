@@ -145,6 +145,14 @@ func (r *restorer) openSockets() error {
 		if err := bindName(fd, s); err != nil {
 			return fmt.Errorf("socket:[%d]: %w", s.ID, err)
 		}
+		if s.PeerName != "" {
+			peer := &image.UnixSocket{Name: s.PeerName, Abstract: s.PeerAbstract}
+			if err := unix.Connect(fd, sockaddr(peer)); err != nil {
+				// As if the peer had gone after the dump: sends fail
+				// and the program reconnects or reports it.
+				r.warn("datagram socket:[%d] was connected to %s outside the tree, which cannot be reached now (%v): left unconnected", s.ID, s.PeerName, err)
+			}
+		}
 	}
 	for _, s := range t.Sockets {
 		if _, done := r.sockets[s.ID]; done {

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/dump"
+	"github.com/ckpt/ckpt/internal/image"
 	"github.com/ckpt/ckpt/internal/proctest"
 )
 
@@ -85,6 +87,58 @@ func TestUnixSocketRefused(t *testing.T) {
 			t.Log(err)
 			_ = syscall.Kill(p.PID, syscall.SIGUSR2)
 			p.Lines.Expect(t, "PASS")
+		})
+	}
+}
+
+// TestUnixDatagramOutside restores a datagram socket connected to a named
+// socket outside the tree (syslog's /dev/log) by connecting it to the name
+// again, and leaves it unconnected, with a warning, when the name is gone
+// (testdata/cprog/syslog.c).
+func TestUnixDatagramOutside(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "syslog", false)
+	for _, gone := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reconnected", true: "gone"}[gone], func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "log.sock")
+			ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			args := []string{path}
+			if gone {
+				args = append(args, "gone")
+				beforeRestore = func(t *testing.T, _ *image.Tree) { ln.Close() }
+				defer func() { beforeRestore = nil }()
+			}
+			rs, ready := cycle(t, bin, args...)
+			var s *image.UnixSocket
+			for _, x := range rs.tree.Sockets {
+				s = x
+			}
+			if len(rs.tree.Sockets) != 1 || s.PeerName != path || s.Peer != 0 {
+				t.Fatalf("image sockets %+v, want one connected outside to %s", rs.tree.Sockets, path)
+			}
+			warned := false
+			for _, w := range rs.res.Warnings {
+				warned = warned || strings.Contains(w, path) && strings.Contains(w, "left unconnected")
+			}
+			if warned != gone {
+				t.Errorf("warnings %q: want one about %s: %v", rs.res.Warnings, path, gone)
+			}
+			rs.expectPass(t, ready)
+			if gone {
+				return
+			}
+			b := make([]byte, 16)
+			for _, want := range []string{"before", "after"} {
+				_ = ln.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, err := ln.Read(b)
+				if err != nil || string(b[:n]) != want {
+					t.Fatalf("outside peer read %q, %v; want %q", b[:n], err, want)
+				}
+			}
 		})
 	}
 }
