@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,4 +69,33 @@ func TestDumpBadTargets(t *testing.T) {
 	if !errors.Is(err, dump.ErrUnsupported) {
 		t.Errorf("self: %v", err)
 	}
+}
+
+// TestDumpForkChurn dumps a shell that forks a short-lived child all the
+// time: a child that exits while the freeze reaches it is saved as a
+// zombie of its frozen parent (or left out once reaped), never failing the
+// dump.
+func TestDumpForkChurn(t *testing.T) {
+	proctest.RequireRoot(t)
+	sh := exec.Command("/bin/sh", "-c", "while :; do x=$(/bin/true); done")
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sh.Process.Kill(); _ = sh.Wait() }()
+	zombies := 0
+	for i := 0; i < 40; i++ {
+		tree, err := dump.Dump(context.Background(), sh.Process.Pid, dump.Options{LeaveRunning: true}, proctest.NewPages())
+		if err != nil {
+			t.Fatalf("dump %d of a forking shell: %v", i+1, err)
+		}
+		for _, p := range tree.Processes {
+			if p.Zombie {
+				zombies++
+			}
+		}
+		if err := dump.Finish(tree); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("40 dumps, %d zombies caught", zombies)
 }

@@ -2,6 +2,7 @@ package dump
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -81,6 +82,9 @@ func (h *Handle) freezeTree(ctx context.Context, root int) error {
 		}
 		seen[pid] = true
 		st, err := readStat(pid)
+		if errors.Is(err, ErrNotFound) && pid != root {
+			continue // a child reaped since its parent was listed
+		}
 		if err != nil {
 			return fmt.Errorf("process %d exited during dump: %w", pid, err)
 		}
@@ -93,7 +97,22 @@ func (h *Handle) freezeTree(ctx context.Context, root int) error {
 		p.stopped = st.State == 'T'
 
 		if err := h.tr.Do(func() error { return freezeProcess(p) }); err != nil {
-			return err
+			if pid == root || len(p.threads) > 0 || !gone(pid) {
+				return err
+			}
+			// It was exiting as the freeze reached it (a shell's command
+			// substitutions fork and exit all the time): it becomes a
+			// zombie of its frozen parent, or is reaped by the kernel.
+			zombie, serr := settleExit(pid)
+			if serr != nil {
+				return fmt.Errorf("%w (%v)", err, serr)
+			}
+			if zombie {
+				p.zombie = true
+			} else {
+				h.procs = h.procs[:len(h.procs)-1]
+			}
+			continue
 		}
 		kids, err := procfs.Children(pid)
 		if err != nil {
@@ -206,6 +225,35 @@ func freezeThread(pid, tid int) (*thread, error) {
 }
 
 // gone reports whether pid has exited (vanished or a zombie).
+// settleExit waits until process pid, which is exiting, has exited, and
+// says whether it is a zombie now (false: it was reaped).
+func settleExit(pid int) (zombie bool, err error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err == unix.ESRCH {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("pidfd_open: %w", err)
+	}
+	defer unix.Close(fd)
+	for {
+		// A pidfd is readable once the whole process has exited.
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 5000)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("poll on its pidfd: %w", err)
+		}
+		if n == 0 {
+			return false, errors.New("still exiting after 5 s")
+		}
+		break
+	}
+	st, err := readStat(pid)
+	return err == nil && st.State == 'Z', nil
+}
+
 func gone(pid int) bool {
 	st, err := readStat(pid)
 	return err != nil || st.State == 'Z' || st.State == 'X'
