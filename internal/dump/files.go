@@ -171,6 +171,27 @@ func readFD(pid, num int, size int64) ([]byte, error) {
 
 // peekPipe returns the data queued in the pipe that fd num of pid refers to,
 // without consuming it (tee into a private pipe), and the pipe's capacity.
+// otherSideClosed reports whether nobody holds the other side of the pipe
+// of which fd num of pid is one end: no writer for a read end (POLLHUP, as
+// when a pipeline's writer exited before its reader read everything), no
+// reader for a write end (POLLERR). Such a pipe is wholly the tree's: it
+// is saved with its data, and the restorer closes the missing side.
+func otherSideClosed(pid, num int, write bool) bool {
+	f, err := targetFD(pid, num) // the same open file: a new one would not see HUP
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	pfd := []unix.PollFd{{Fd: int32(f.Fd())}}
+	if _, err := unix.Poll(pfd, 0); err != nil {
+		return false
+	}
+	if write {
+		return pfd[0].Revents&unix.POLLERR != 0
+	}
+	return pfd[0].Revents&unix.POLLHUP != 0
+}
+
 func peekPipe(pid, num int) ([]byte, int, error) {
 	f, err := targetFD(pid, num)
 	if err != nil {
@@ -263,7 +284,7 @@ func linkFiles(tree *image.Tree, opts Options) error {
 			}
 		}
 		first := ends[0]
-		if first.fd.Kind == image.FDPipe && !(r && w) {
+		if first.fd.Kind == image.FDPipe && !(r && w) && !otherSideClosed(first.p.PID, first.fd.Num, w) {
 			// Only one side is ours: the pipe leads outside the tree.
 			for _, e := range ends {
 				e.fd.Kind = image.FDOutside

@@ -210,6 +210,16 @@ func TestMisc(t *testing.T) {
 		t.Run(map[bool]string{false: "dynamic", true: "static"}[static], func(t *testing.T) {
 			bin := proctest.Build(t, "misc", static)
 			rs, ready := cycle(t, bin, t.TempDir())
+			// The pipes whose other side closed are the tree's, not outside.
+			tail := 0
+			for _, pp := range rs.tree.Pipes {
+				if string(pp.Data) == "tail" {
+					tail++
+				}
+			}
+			if len(rs.tree.Pipes) != 2 || tail != 1 {
+				t.Errorf("image has %d pipes, %d with the queued \"tail\"; want 2 and 1", len(rs.tree.Pipes), tail)
+			}
 			rs.expectPass(t, ready)
 		})
 	}

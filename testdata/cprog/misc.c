@@ -1,6 +1,8 @@
 /* misc: a relative nanosleep interrupted by the dump (ERESTART_RESTARTBLOCK),
  * queued signals with payloads, an interval timer, an unlinked open file and
- * an unlinked mapped file, an O_APPEND file, /dev/zero, an alternate stack. */
+ * an unlinked mapped file, an O_APPEND file, /dev/zero, an alternate stack,
+ * a pipe whose writer closed with data still queued (read then end of
+ * file) and one whose reader closed (EPIPE). */
 #include "common.h"
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -41,6 +43,12 @@ int main(int argc, char **argv) {
 	char *shm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, sf, 0);
 	close(sf);
 	strcpy(shm + 4096, "shared-before");
+
+	int hup[2], epipe[2];
+	if (pipe(hup) || pipe(epipe) || write(hup[1], "tail", 4) != 4) fail("pipes");
+	close(hup[1]);
+	close(epipe[0]);
+	signal(SIGPIPE, SIG_IGN);
 
 	struct sigaction sa = {0};
 	sa.sa_sigaction = on_rt;
@@ -93,6 +101,9 @@ int main(int argc, char **argv) {
 	msync(shm, 8192, MS_SYNC);
 	sf = open(path4, O_RDONLY);
 	if (pread(sf, buf, 12, 0) != 12 || memcmp(buf, "shared-after", 12)) fail("shared file mapping writes reach the file");
+	if (read(hup[0], buf, sizeof buf) != 4 || memcmp(buf, "tail", 4)) fail("data of a pipe whose writer closed");
+	if (read(hup[0], buf, sizeof buf) != 0) fail("end of file of a pipe whose writer closed");
+	if (write(epipe[1], "x", 1) != -1 || errno != EPIPE) fail("EPIPE on a pipe whose reader closed");
 	stack_t cur;
 	sigaltstack(NULL, &cur);
 	if (cur.ss_sp != altstack) fail("altstack");
