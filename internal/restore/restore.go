@@ -181,6 +181,10 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 	deadline := time.Now().Add(limit)
 	var groups map[int]procfs.Stat // PGIDs and SIDs in use, read again every 100 ms while waiting
 	var scanned time.Time
+	want := map[int]bool{}
+	for _, p := range tree.Processes {
+		want[p.PID] = true
+	}
 	for _, p := range tree.Processes {
 		ids := []int{p.PID}
 		for _, t := range p.Threads {
@@ -198,7 +202,7 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 					}
 				} else {
 					if groups == nil || time.Since(scanned) > 100*time.Millisecond {
-						groups, scanned = groupsInUse(), time.Now()
+						groups, scanned = groupsInUse(want), time.Now()
 					}
 					st, held := groups[id]
 					if !held {
@@ -221,9 +225,9 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 	return nil
 }
 
-// groupsInUse maps each process group and session ID to one process in it
-// (a live one if there is any).
-func groupsInUse() map[int]procfs.Stat {
+// groupsInUse maps each process group and session ID among want to one
+// process in it (a live one if there is any).
+func groupsInUse(want map[int]bool) map[int]procfs.Stat {
 	out := map[int]procfs.Stat{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -239,6 +243,9 @@ func groupsInUse() map[int]procfs.Stat {
 			continue
 		}
 		for _, g := range []int{st.PGID, st.SID} {
+			if !want[g] {
+				continue
+			}
 			if old, ok := out[g]; !ok || dead(old) {
 				out[g] = st
 			}
@@ -247,8 +254,23 @@ func groupsInUse() map[int]procfs.Stat {
 	return out
 }
 
-// dead reports a zombie or an exiting task: its PID is free once it is reaped.
-func dead(st procfs.Stat) bool { return st.State == 'Z' || st.State == 'X' }
+const pfExiting = 0x4 // PF_EXITING in /proc/PID/stat's flags
+
+// dead reports a task whose PID is free once it is reaped: a zombie, an
+// exiting task, or one killed whose SIGKILL is still pending (a tree killed
+// just before the restore has not run to its exit yet).
+func dead(st procfs.Stat) bool {
+	if st.State == 'Z' || st.State == 'X' || st.Flags&pfExiting != 0 {
+		return true
+	}
+	b, err := procfs.Read(st.PID, "status")
+	if err != nil {
+		return true // gone since
+	}
+	s, err := procfs.ParseStatus(b)
+	const sigkill = 1 << (unix.SIGKILL - 1)
+	return err == nil && (s.SigPnd|s.ShdPnd)&sigkill != 0
+}
 
 func hashBytes(b []byte) string {
 	s := sha256.Sum256(b)

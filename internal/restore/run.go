@@ -538,7 +538,7 @@ func holder(id int) string {
 			return fmt.Sprintf(" by %s (state %c, parent %d)", st.Comm, st.State, st.PPID)
 		}
 	}
-	if st, ok := groupsInUse()[id]; ok {
+	if st, ok := groupsInUse(map[int]bool{id: true})[id]; ok {
 		return fmt.Sprintf(" as the process group or session of process %d (%s, state %c)", st.PID, st.Comm, st.State)
 	}
 	return ""
