@@ -1,9 +1,13 @@
 package ptrace_test
 
 import (
+	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/ptrace"
 	"golang.org/x/sys/unix"
@@ -105,5 +109,89 @@ func TestInject(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWaitKilledLeader: waiting for the leader of a traced multi-threaded
+// process that gets killed returns (its exit is reported only once the
+// tracer reaped the other threads, which the wait does meanwhile) instead
+// of blocking forever.
+func TestWaitKilledLeader(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CKPT_REQUIRE_ROOT") == "1" {
+			t.Fatal("needs root")
+		}
+		t.Skip("needs root for ptrace")
+	}
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("needs /usr/bin/python3")
+	}
+	cmd := exec.Command("/usr/bin/python3", "-c", `import threading, time
+for _ in range(3):
+    threading.Thread(target=time.sleep, args=(100,), daemon=True).start()
+print("R", flush=True)
+time.sleep(100)`)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Without the fix both would block forever: not waited for here.
+	defer func() { _ = cmd.Process.Kill(); go cmd.Wait() }() //nolint:errcheck
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "R\n" {
+		t.Fatalf("python3 said %q, %v", line, err)
+	}
+	pid := cmd.Process.Pid
+	tr := ptrace.NewTracer()
+	defer func() { go tr.Close() }()
+	err = tr.Do(func() error {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		if len(tasks) < 4 {
+			return fmt.Errorf("%d threads, want 4", len(tasks))
+		}
+		for _, e := range tasks {
+			tid, _ := strconv.Atoi(e.Name())
+			if err := ptrace.Seize(tid, ptrace.OptsDump); err != nil {
+				return err
+			}
+			if err := ptrace.Interrupt(tid); err != nil {
+				return err
+			}
+			if _, err := ptrace.Wait(tid); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		got <- tr.Do(func() error {
+			for {
+				ws, err := ptrace.Wait(pid)
+				if err != nil || ws.Exited() || ws.Signaled() {
+					return err
+				}
+				_ = ptrace.Cont(pid, 0) // an exit event stop: let it go on
+			}
+		})
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the wait for the killed leader did not return in 20 s")
 	}
 }

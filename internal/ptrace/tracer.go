@@ -1,11 +1,15 @@
 package ptrace
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -117,7 +121,58 @@ func GetEventMsg(tid int) (uint64, error) {
 }
 
 // Wait waits for a state change of tid (__WALL), retrying on EINTR.
+//
+// A process killed while it is traced would make a wait for its leader
+// block forever: the leader's exit is reported only once the other
+// threads are reaped, and as traced threads they wait for their tracer to
+// reap them, which is blocked here. So while the wait lasts, a watchdog
+// reaps the exited threads of the process every 50 ms (any thread of the
+// tracer's process may reap them).
 func Wait(tid int) (unix.WaitStatus, error) {
+	done := make(chan struct{})
+	watchdog := time.AfterFunc(50*time.Millisecond, func() {
+		for {
+			reapExitedThreads(tid)
+			select {
+			case <-done:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+	ws, err := wait(tid)
+	watchdog.Stop()
+	close(done)
+	return ws, err
+}
+
+// reapExitedThreads reaps the exited threads of tid's process other than
+// tid (only a killed process has any: a frozen thread does not exit).
+func reapExitedThreads(tid int) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", tid))
+	if err != nil {
+		return
+	}
+	for _, e := range tasks {
+		t, err := strconv.Atoi(e.Name())
+		if err != nil || t == tid {
+			continue
+		}
+		var ws unix.WaitStatus
+		// Only a zombie is reaped; a live or stopped thread gives 0.
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", tid, t)); err == nil && threadZombie(b) {
+			_, _ = unix.Wait4(t, &ws, unix.WALL|unix.WNOHANG, nil)
+		}
+	}
+}
+
+// threadZombie reports whether a /proc/…/stat line is that of a zombie.
+func threadZombie(stat []byte) bool {
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
+
+func wait(tid int) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
 	for {
 		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
