@@ -36,11 +36,13 @@ func TestInheritFD(t *testing.T) {
 	}
 	outw.Close()
 	w3.Close()
-	r3.Close()
 	lines := proctest.NewLines(out)
 	ready := lines.Expect(t, "READY")
 	pages := proctest.NewPages()
+	// The reader outside stays until the dump: a pipe nobody reads any
+	// more would be the tree's own (restored broken).
 	tree, err := dump.Dump(context.Background(), cmd.Process.Pid, dump.Options{}, pages)
+	r3.Close()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -217,8 +217,9 @@ func TestMisc(t *testing.T) {
 					tail++
 				}
 			}
-			if len(rs.tree.Pipes) != 2 || tail != 1 {
-				t.Errorf("image has %d pipes, %d with the queued \"tail\"; want 2 and 1", len(rs.tree.Pipes), tail)
+			// (An fd the test runner leaked in may add a pipe of its own.)
+			if len(rs.tree.Pipes) < 2 || tail != 1 {
+				t.Errorf("image has %d pipes, %d with the queued \"tail\"; want at least 2, and 1", len(rs.tree.Pipes), tail)
 			}
 			rs.expectPass(t, ready)
 		})
