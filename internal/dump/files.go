@@ -169,8 +169,6 @@ func readFD(pid, num int, size int64) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, size))
 }
 
-// peekPipe returns the data queued in the pipe that fd num of pid refers to,
-// without consuming it (tee into a private pipe), and the pipe's capacity.
 // otherSideClosed reports whether nobody holds the other side of the pipe
 // of which fd num of pid is one end: no writer for a read end (POLLHUP, as
 // when a pipeline's writer exited before its reader read everything), no
@@ -192,6 +190,8 @@ func otherSideClosed(pid, num int, write bool) bool {
 	return pfd[0].Revents&unix.POLLHUP != 0
 }
 
+// peekPipe returns the data queued in the pipe that fd num of pid refers to,
+// without consuming it (tee into a private pipe), and the pipe's capacity.
 func peekPipe(pid, num int) ([]byte, int, error) {
 	f, err := targetFD(pid, num)
 	if err != nil {

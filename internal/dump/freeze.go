@@ -224,7 +224,6 @@ func freezeThread(pid, tid int) (*thread, error) {
 	return t, nil
 }
 
-// gone reports whether pid has exited (vanished or a zombie).
 // settleExit waits until process pid, which is exiting, has exited, and
 // says whether it is a zombie now (false: it was reaped).
 func settleExit(pid int) (zombie bool, err error) {
@@ -254,6 +253,7 @@ func settleExit(pid int) (zombie bool, err error) {
 	return err == nil && st.State == 'Z', nil
 }
 
+// gone reports whether pid has exited (vanished or a zombie).
 func gone(pid int) bool {
 	st, err := readStat(pid)
 	return err != nil || st.State == 'Z' || st.State == 'X'
