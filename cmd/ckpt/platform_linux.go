@@ -116,8 +116,9 @@ func newRunCommand(g *globalOptions) *cobra.Command {
     it and exit with 143; 'ckpt run --name NAME' again resumes it;
   - when it dies of a signal, restore the newest checkpoint and continue
     (up to --max-restarts, waiting --backoff, doubled each time); dying of
-    SIGINT (^C) is an interruption instead: the job stops (exit 130) and
-    'ckpt run --name NAME' again resumes it;
+    SIGINT (^C) or SIGPIPE (its output reader went away) is not a crash:
+    the job stops (exit 130 or 141) and 'ckpt run --name NAME' again
+    resumes it;
   - when it exits by itself, mark the job done and exit with its status;
   - with --group G --coordinator ADDR, be one member of a group that the
     coordinator checkpoints as one (docs/GROUP.md).

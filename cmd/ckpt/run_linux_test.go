@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -120,51 +121,74 @@ func alive(pid int) bool {
 
 // TestRunInterrupt: a program under ckpt run keeps SIGINT's default (ckpt
 // ignores it itself), and dying of it is an interruption, not a crash:
-// ckpt exits 130, the job is stopped, not restored.
+// ckpt exits 130, the job is stopped, not restored. Likewise a program
+// whose output reader went away (SIGPIPE, exit 141): a restored one would
+// write into the same closed pipe.
 func TestRunInterrupt(t *testing.T) {
 	requireRoot(t)
-	repoDir := filepath.Join(t.TempDir(), "repo")
-	if r := runCkpt(t, repoDir, "init"); r.code != 0 {
-		t.Fatalf("init: %s", r.stderr)
-	}
-	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "intr", "--every", "100ms", "--", "/bin/sleep", "600")
-	var logs lockedBuffer
-	sup.Stderr = &logs
-	if err := sup.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sup.Process.Kill()
-	waitFor(t, "a checkpoint", func() bool { return psJobs(t, repoDir)["intr"].Checkpoints >= 1 })
-	pid := psJobs(t, repoDir)["intr"].PID
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ign uint64
-	for _, l := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(l, "SigIgn:\t"); ok {
-			ign, _ = strconv.ParseUint(v, 16, 64)
-		}
-	}
-	if ign&(1<<(syscall.SIGINT-1)) != 0 {
-		t.Fatalf("the program ignores SIGINT (SigIgn %#x)", ign)
-	}
-	syscall.Kill(pid, syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- sup.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-			t.Fatalf("ckpt run after the program's SIGINT: %v, want exit 130; it said:\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("ckpt run still runs 30 s after the program's SIGINT; it said:\n%s", logs.String())
-	}
-	if j := psJobs(t, repoDir)["intr"]; j.State != "stopped" || j.Restarts != 0 {
-		t.Errorf("job after SIGINT: %+v, want stopped with no restart", j)
-	}
-	if !strings.Contains(logs.String(), "interrupted") {
-		t.Errorf("ckpt run does not say the program was interrupted:\n%s", logs.String())
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		cmd  []string
+	}{
+		{"sigint", syscall.SIGINT, []string{"/bin/sleep", "600"}},
+		{"sigpipe", syscall.SIGPIPE, []string{"/usr/bin/yes"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			repoDir := filepath.Join(t.TempDir(), "repo")
+			if r := runCkpt(t, repoDir, "init"); r.code != 0 {
+				t.Fatalf("init: %s", r.stderr)
+			}
+			sup := exec.Command(ckptBin, append([]string{"--repo", repoDir, "run", "--name", "intr", "--every", "100ms", "--"}, tc.cmd...)...)
+			var logs lockedBuffer
+			sup.Stderr = &logs
+			out, err := sup.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sup.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer sup.Process.Kill()
+			go io.Copy(io.Discard, out) //nolint:errcheck
+			waitFor(t, "a checkpoint", func() bool { return psJobs(t, repoDir)["intr"].Checkpoints >= 1 })
+			pid := psJobs(t, repoDir)["intr"].PID
+			status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ign uint64
+			for _, l := range strings.Split(string(status), "\n") {
+				if v, ok := strings.CutPrefix(l, "SigIgn:\t"); ok {
+					ign, _ = strconv.ParseUint(v, 16, 64)
+				}
+			}
+			if ign&(1<<(tc.sig-1)) != 0 {
+				t.Fatalf("the program ignores %v (SigIgn %#x)", tc.sig, ign)
+			}
+			if tc.sig == syscall.SIGINT {
+				syscall.Kill(pid, syscall.SIGINT)
+			} else {
+				out.Close() // the reader goes away: yes dies at its next write
+			}
+			done := make(chan error, 1)
+			go func() { done <- sup.Wait() }()
+			want := 128 + int(tc.sig)
+			select {
+			case err := <-done:
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != want {
+					t.Fatalf("ckpt run after the program's %v: %v, want exit %d; it said:\n%s", tc.sig, err, want, logs.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("ckpt run still runs 30 s after the program's %v; it said:\n%s", tc.sig, logs.String())
+			}
+			if j := psJobs(t, repoDir)["intr"]; j.State != "stopped" || j.Restarts != 0 {
+				t.Errorf("job after %v: %+v, want stopped with no restart", tc.sig, j)
+			}
+			if !strings.Contains(logs.String(), "program ended") {
+				t.Errorf("ckpt run does not say why the program ended:\n%s", logs.String())
+			}
+		})
 	}
 }

@@ -360,13 +360,17 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 				s.job.State, s.job.PID, s.job.ExitStatus = StateDone, 0, &code
 				s.save()
 				return code, nil
-			case ws.Signaled() && ws.Signal() == unix.SIGINT:
-				// Somebody interrupted it (^C): not a crash to recover.
-				code := 128 + int(unix.SIGINT)
+			case ws.Signaled() && (ws.Signal() == unix.SIGINT || ws.Signal() == unix.SIGPIPE):
+				// Not a crash to recover: somebody interrupted it (^C), or
+				// what read its output went away (prog | head), and a
+				// restored program would write into the same closed pipe.
+				sig := ws.Signal()
+				why := map[unix.Signal]string{unix.SIGINT: "interrupted (SIGINT)", unix.SIGPIPE: "its output was closed (SIGPIPE)"}[sig]
+				code := 128 + int(sig)
 				s.job.State, s.job.PID, s.job.ExitStatus = StateStopped, 0, &code
-				s.job.Message = "interrupted (SIGINT)"
+				s.job.Message = why
 				s.save()
-				s.o.Logf("program interrupted (SIGINT): job %s stopped; 'ckpt run --name %s' resumes it from its last checkpoint", s.o.Name, s.o.Name)
+				s.o.Logf("program ended: %s; job %s stopped, 'ckpt run --name %s' resumes it from its last checkpoint", why, s.o.Name, s.o.Name)
 				return code, nil
 			case ws.Signaled():
 				sig := ws.Signal()
