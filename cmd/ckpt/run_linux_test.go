@@ -192,3 +192,50 @@ func TestRunInterrupt(t *testing.T) {
 		})
 	}
 }
+
+// TestRunSetsidChild: a child that left the program's process group
+// (setsid) outlives its crashed root; ckpt run kills that very process
+// before restoring (it holds a PID of the checkpoint) instead of failing
+// the job with "PID in use".
+func TestRunSetsidChild(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	repoDir, script, out := filepath.Join(dir, "repo"), filepath.Join(dir, "s.sh"), filepath.Join(dir, "out")
+	os.WriteFile(script, []byte(`exec 3>"$1"
+setsid /bin/sleep 1000 &
+i=0; while [ $i -lt 40 ]; do echo $i >&3; sleep 0.05; i=$((i+1)); done
+kill $!
+`), 0o600)
+	if r := runCkpt(t, repoDir, "init"); r.code != 0 {
+		t.Fatalf("init: %s", r.stderr)
+	}
+	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "sid", "--every", "100ms", "--backoff", "10ms", "--", "/bin/sh", script, out)
+	var logs lockedBuffer
+	sup.Stderr = &logs
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "two checkpoints", func() bool { return psJobs(t, repoDir)["sid"].Checkpoints >= 2 })
+	syscall.Kill(psJobs(t, repoDir)["sid"].PID, syscall.SIGKILL)
+	done := make(chan error, 1)
+	go func() { done <- sup.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ckpt run: %v; it said:\n%s", err, logs.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("ckpt run still runs after 60 s; it said:\n%s", logs.String())
+	}
+	var want strings.Builder
+	for i := 0; i < 40; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	if got, _ := os.ReadFile(out); string(got) != want.String() {
+		t.Errorf("output after the crash and restore:\n%s\nwant 0..39; ckpt run said:\n%s", got, logs.String())
+	}
+	if j := psJobs(t, repoDir)["sid"]; j.State != "done" || j.Restarts != 1 {
+		t.Errorf("job: %+v, want done after one restart", j)
+	}
+}

@@ -22,7 +22,7 @@ import (
 func (h *Handle) collect(ctx context.Context, root int, pw image.PageWriter) (*image.Tree, error) {
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
-	tree := &image.Tree{Version: image.FormatVersion, Root: root, Kernel: unix.ByteSliceToString(uts.Release[:])}
+	tree := &image.Tree{Version: image.FormatVersion, Root: root, Kernel: unix.ByteSliceToString(uts.Release[:]), BootID: procfs.BootID()}
 	ids := newIDCache()
 	pids := map[int]bool{}
 	for _, p := range h.procs {
@@ -68,7 +68,7 @@ func (h *Handle) dumpProcess(p *proc, tree *image.Tree, ids *idCache, pw image.P
 	if err != nil {
 		return nil, err
 	}
-	ip := &image.Process{PID: p.pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm, Stopped: p.stopped}
+	ip := &image.Process{PID: p.pid, PPID: st.PPID, PGID: st.PGID, SID: st.SID, Comm: st.Comm, StartTime: st.StartTime, Stopped: p.stopped}
 	if p.zombie {
 		ip.Zombie = true
 		ip.ExitCode = st.ExitCode

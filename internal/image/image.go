@@ -37,9 +37,12 @@ type Range struct{ Addr, Len uint64 }
 
 // Tree is a checkpointed process tree.
 type Tree struct {
-	Version   int           `json:"version"`
-	Root      int           `json:"root"` // PID of the process the dump was asked for
-	Kernel    string        `json:"kernel,omitempty"`
+	Version int    `json:"version"`
+	Root    int    `json:"root"` // PID of the process the dump was asked for
+	Kernel  string `json:"kernel,omitempty"`
+	// BootID is the machine's boot (/proc/sys/kernel/random/boot_id):
+	// with Process.StartTime it recognizes a dumped process still alive.
+	BootID    string        `json:"boot_id,omitempty"`
 	CPU       CPU           `json:"cpu"`
 	Processes []*Process    `json:"processes"` // parents before children
 	Pipes     []*Pipe       `json:"pipes,omitempty"`
@@ -62,14 +65,17 @@ type CPU struct {
 
 // Process is one process of the tree.
 type Process struct {
-	PID      int    `json:"pid"`
-	PPID     int    `json:"ppid"` // outside the tree for the root
-	PGID     int    `json:"pgid"`
-	SID      int    `json:"sid"`
-	Comm     string `json:"comm"`
-	Zombie   bool   `json:"zombie,omitempty"`
-	Stopped  bool   `json:"stopped,omitempty"`   // stopped by job control (SIGSTOP, SIGTSTP, ...)
-	ExitCode int    `json:"exit_code,omitempty"` // raw wait status of a zombie
+	PID  int    `json:"pid"`
+	PPID int    `json:"ppid"` // outside the tree for the root
+	PGID int    `json:"pgid"`
+	SID  int    `json:"sid"`
+	Comm string `json:"comm"`
+	// StartTime is when the dumped process started, in clock ticks since
+	// boot (stat field 22).
+	StartTime uint64 `json:"start_time,omitempty"`
+	Zombie    bool   `json:"zombie,omitempty"`
+	Stopped   bool   `json:"stopped,omitempty"`   // stopped by job control (SIGSTOP, SIGTSTP, ...)
+	ExitCode  int    `json:"exit_code,omitempty"` // raw wait status of a zombie
 
 	Threads     []*Thread       `json:"threads,omitempty"` // Threads[0] is the leader (TID == PID)
 	Mappings    []*Mapping      `json:"mappings,omitempty"`

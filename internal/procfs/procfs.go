@@ -641,3 +641,12 @@ func UnescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// BootID identifies this boot of the machine ("" when unknown).
+func BootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}

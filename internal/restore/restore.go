@@ -46,6 +46,11 @@ type Options struct {
 	Helper string
 	// PIDWait bounds the wait for a PID still held by a zombie (default 5 s).
 	PIDWait time.Duration
+	// KillLeftovers kills what still runs of the dumped processes themselves
+	// (the same process: same boot, same start time) before restoring, as
+	// a supervisor does after a crash: a child that left the program's
+	// process group (setsid) outlives the root and holds its PID.
+	KillLeftovers bool
 	// NewTTY puts fds that were on a terminal (and have no InheritFDs
 	// entry) on a new pseudo-terminal, one per terminal of the image, with
 	// the saved settings and window size; Result.TTY is its master. Without
@@ -124,6 +129,9 @@ func Restore(ctx context.Context, tree *image.Tree, pr image.PageReader, opts Op
 	// A container's PIDs are recreated in a PID namespace of its own: the
 	// host's PIDs do not matter.
 	if tree.Container == nil {
+		if opts.KillLeftovers {
+			killLeftovers(tree)
+		}
 		if err := waitPIDsFree(ctx, tree, opts.PIDWait); err != nil {
 			return nil, err
 		}
@@ -223,6 +231,23 @@ func waitPIDsFree(ctx context.Context, tree *image.Tree, limit time.Duration) er
 		}
 	}
 	return nil
+}
+
+// killLeftovers SIGKILLs each process of the image that still runs: the
+// same PID, boot and start time, so never a process that reused the PID.
+func killLeftovers(tree *image.Tree) {
+	if tree.BootID == "" || tree.BootID != procfs.BootID() {
+		return
+	}
+	for _, p := range tree.Processes {
+		b, err := procfs.Read(p.PID, "stat")
+		if err != nil || p.StartTime == 0 {
+			continue
+		}
+		if st, err := procfs.ParseStat(b); err == nil && st.PID == p.PID && st.StartTime == p.StartTime {
+			_ = unix.Kill(p.PID, unix.SIGKILL)
+		}
+	}
 }
 
 // groupsInUse maps each process group and session ID among want to one

@@ -286,7 +286,7 @@ func (s *sup) restoreID(ctx context.Context, id string) (int, error) {
 		return 0, fmt.Errorf("%w: the group's checkpoint %s is %s of kind %s, not a process checkpoint of %s", ErrSupervisor, short(id), m.Ref(), m.Kind, s.o.Name)
 	}
 	t0 := time.Now()
-	res, err := proccr.Restore(ctx, s.r, m, restore.Options{}, nil)
+	res, err := proccr.Restore(ctx, s.r, m, restore.Options{KillLeftovers: true}, nil)
 	if err != nil {
 		return 0, fmt.Errorf("%w: restoring %s: %v", ErrSupervisor, m.Ref(), err)
 	}

@@ -217,7 +217,9 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var ropts restore.Options
+	// What survived of the program (a child that left its process group)
+	// would hold PIDs the restore needs.
+	ropts := restore.Options{KillLeftovers: true}
 	if s.cg != nil {
 		if err := s.cg.Create(5 * time.Second); err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrSupervisor, err)
