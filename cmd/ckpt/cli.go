@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/ckpt/ckpt/internal/backend"
 	"github.com/ckpt/ckpt/internal/repo"
@@ -168,6 +169,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var silent silentError
 	if code != exitOK && !errors.As(err, &silent) {
 		msg := err.Error()
+		if errors.Is(err, syscall.ENOSPC) {
+			msg = "no space left on device: what this command was writing was not committed (earlier checkpoints are intact); free space or use another repository\n" + msg
+		}
 		fmt.Fprintln(stderr, "ckpt: "+strings.ReplaceAll(msg, "\n", "\nckpt: "))
 	}
 	return code

@@ -170,6 +170,7 @@ type sup struct {
 	baseRuntime time.Duration     // of earlier runs of the job
 	cg          *container.Cgroup // the container's group (Options.Isolate)
 	veth        *image.NetIf      // its veth pair (Options.Veth)
+	diskFull    bool              // the last periodic checkpoint failed for want of space
 }
 
 func (s *sup) save() {
@@ -261,6 +262,7 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	s.job.LastCost = cost.Seconds()
 	s.job.Checkpoints++
 	s.job.LastCheckpoint, s.job.LastTime = res.Manifest.ID(), res.Manifest.Time
+	s.diskFull = false
 	s.save()
 	frozen := fmt.Sprintf("frozen %v", res.Frozen.Round(time.Millisecond))
 	switch {
@@ -278,6 +280,27 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 		}
 	}
 	return err
+}
+
+// checkpointFailed reports a periodic checkpoint that failed; the program
+// runs on. A full disk is said plainly, in full the first time only: it
+// fails every checkpoint until space is freed.
+func (s *sup) checkpointFailed(err error) {
+	if !errors.Is(err, unix.ENOSPC) {
+		s.diskFull = false
+		s.o.Logf("warning: periodic checkpoint failed: %v", err)
+		return
+	}
+	newest := "none yet"
+	if s.job.LastCheckpoint != "" {
+		newest = s.job.LastCheckpoint[:12]
+	}
+	if s.diskFull {
+		s.o.Logf("warning: periodic checkpoint failed: the repository's disk is still full; the newest checkpoint is still %s", newest)
+		return
+	}
+	s.diskFull = true
+	s.o.Logf("warning: periodic checkpoint failed: the repository's disk is full; nothing of it was kept, the newest checkpoint is still %s, and the program runs on (free space and later checkpoints succeed): %v", newest, err)
 }
 
 // arm sets the periodic timer from the policy (stopped when it says 0)
@@ -334,7 +357,7 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 		select {
 		case <-periodic.C:
 			if err := s.checkpoint(ctx, pid, false); err != nil {
-				s.o.Logf("warning: periodic checkpoint failed: %v", err)
+				s.checkpointFailed(err)
 			}
 			s.arm(periodic, deadline)
 			s.save()
