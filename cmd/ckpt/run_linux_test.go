@@ -239,3 +239,36 @@ kill $!
 		t.Errorf("job: %+v, want done after one restart", j)
 	}
 }
+
+// TestRunKeepCollects: with --keep, ckpt run removes the older checkpoints
+// and the chunks only they used, so a long job does not fill the disk; a
+// manual gc afterwards finds nothing left to remove.
+func TestRunKeepCollects(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "/usr/bin/python3")
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	wantCode(t, runCkpt(t, repoDir, "init"), exitOK, "init")
+	// 4 MiB of new random bytes every 50 ms: each checkpoint stores new chunks.
+	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "keep", "--keep", "1", "--every", "100ms", "--",
+		"/usr/bin/python3", "-c", `import os, time
+while True:
+    b = os.urandom(4 << 20)
+    time.sleep(0.05)
+`)
+	var logs lockedBuffer
+	sup.Stderr = &logs
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "six checkpoints", func() bool { return psJobs(t, repoDir)["keep"].Checkpoints >= 6 })
+	stopRun(t, sup, "ckpt run --keep 1")
+	if r := runCkpt(t, repoDir, "ls"); strings.Count(r.stdout, "keep@") != 1 {
+		t.Errorf("ls after --keep 1:\n%s", r.stdout)
+	}
+	r := runCkpt(t, repoDir, "gc")
+	wantCode(t, r, exitOK, "gc")
+	if !strings.Contains(r.stderr, "removed 0 chunks") {
+		t.Errorf("gc after ckpt run --keep 1 still found chunks to remove: %s; ckpt run said:\n%s", r.stderr, logs.String())
+	}
+}
