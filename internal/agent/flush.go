@@ -31,12 +31,17 @@ type job struct {
 // were committed. Its queue holds only (group, ID) pairs; what a job needs
 // is read from the store when it runs.
 type flusher struct {
-	s    *Server
-	mu   sync.Mutex
-	q    []job
-	set  map[string]bool // group/id queued or running
-	wake chan struct{}
-	idle chan struct{} // closed while nothing is queued or running
+	s   *Server
+	mu  sync.Mutex
+	q   []job
+	set map[string]bool // group/id queued or running
+	// running is the key of the job being processed; again holds a job
+	// added while it ran: it may bring news (a committed notice) the
+	// running job read the store too early to see, so it runs once more.
+	running string
+	again   map[string]job
+	wake    chan struct{}
+	idle    chan struct{} // closed while nothing is queued or running
 
 	ctx      context.Context // the flusher's, while run runs
 	retries  int             // jobs waiting for a retry (not queued)
@@ -46,7 +51,7 @@ type flusher struct {
 }
 
 func newFlusher(s *Server) *flusher {
-	f := &flusher{s: s, set: map[string]bool{}, wake: make(chan struct{}, 1), idle: make(chan struct{}), maxQueue: s.cfg.Limits.MaxQueue}
+	f := &flusher{s: s, set: map[string]bool{}, again: map[string]job{}, wake: make(chan struct{}, 1), idle: make(chan struct{}), maxQueue: s.cfg.Limits.MaxQueue}
 	close(f.idle)
 	return f
 }
@@ -73,6 +78,9 @@ func (f *flusher) add(j job, fromScan bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.set[key] {
+		if key == f.running {
+			f.again[key] = j
+		}
 		return
 	}
 	if !fromScan && len(f.q) >= f.maxQueue {
@@ -105,14 +113,30 @@ func (f *flusher) start(ctx context.Context) {
 	f.startScanLocked()
 }
 
-func (f *flusher) done(key string) {
+// done ends the job (or scan) with key; it reports whether the job was
+// queued again because it was added while it ran.
+func (f *flusher) done(key string) (rerun bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if key == f.running {
+		f.running = ""
+	}
+	if j, ok := f.again[key]; ok {
+		delete(f.again, key)
+		f.q = append(f.q, j)
+		f.s.met.queue.Set(float64(len(f.q)))
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+		return true
+	}
 	delete(f.set, key)
 	f.s.met.queue.Set(float64(len(f.q)))
 	if len(f.set) == 0 {
 		close(f.idle)
 	}
+	return false
 }
 
 func (f *flusher) run(ctx context.Context) {
@@ -124,6 +148,7 @@ func (f *flusher) run(ctx context.Context) {
 			j = f.q[0]
 			f.q[0] = job{}
 			f.q = f.q[1:]
+			f.running = j.key()
 		}
 		f.mu.Unlock()
 		if !ok {
@@ -140,8 +165,8 @@ func (f *flusher) run(ctx context.Context) {
 		} else {
 			failed = f.s.process(ctx, j)
 		}
-		f.done(j.key())
-		if failed {
+		// A job run again at once needs no retry of its own.
+		if rerun := f.done(j.key()); failed && !rerun {
 			f.later(j)
 		}
 		if ctx.Err() != nil {
