@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -270,5 +271,53 @@ while True:
 	wantCode(t, r, exitOK, "gc")
 	if !strings.Contains(r.stderr, "removed 0 chunks") {
 		t.Errorf("gc after ckpt run --keep 1 still found chunks to remove: %s; ckpt run said:\n%s", r.stderr, logs.String())
+	}
+}
+
+// TestRunInheritedFD: a descriptor the launcher handed to ckpt run (here a
+// status pipe on fd 3) reaches the program, and after a crash the restored
+// program has it again, not /dev/null: its lines after the restore reach
+// the launcher.
+func TestRunInheritedFD(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	repoDir, script := filepath.Join(dir, "repo"), filepath.Join(dir, "s.sh")
+	os.WriteFile(script, []byte(`i=0; while [ $i -lt 40 ]; do echo "status $i" >&3; sleep 0.05; i=$((i+1)); done
+echo end >&3
+`), 0o600)
+	if r := runCkpt(t, repoDir, "init"); r.code != 0 {
+		t.Fatalf("init: %s", r.stderr)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "fd3", "--every", "100ms", "--backoff", "10ms", "--", "/bin/sh", script)
+	sup.ExtraFiles = []*os.File{pw}
+	var logs lockedBuffer
+	sup.Stderr = &logs
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	pw.Close()
+	lines := bufio.NewScanner(pr)
+	killed := false
+	var last string
+	for lines.Scan() {
+		last = lines.Text()
+		if !killed && psJobs(t, repoDir)["fd3"].Checkpoints >= 2 {
+			syscall.Kill(psJobs(t, repoDir)["fd3"].PID, syscall.SIGKILL)
+			killed = true
+		}
+	}
+	if err := sup.Wait(); err != nil {
+		t.Fatalf("ckpt run: %v; it said:\n%s", err, logs.String())
+	}
+	if !killed || last != "end" {
+		t.Fatalf("killed %v; the last line on fd 3 was %q, want \"end\" from the restored program; ckpt run said:\n%s", killed, last, logs.String())
+	}
+	if strings.Contains(logs.String(), "replaced by /dev/null") {
+		t.Errorf("ckpt run replaced a descriptor by /dev/null:\n%s", logs.String())
 	}
 }

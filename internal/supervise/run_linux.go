@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -221,7 +222,12 @@ func (s *sup) restore(ctx context.Context) (int, error) {
 	}
 	// What survived of the program (a child that left its process group)
 	// would hold PIDs the restore needs.
-	ropts := restore.Options{KillLeftovers: true}
+	ropts := restore.Options{KillLeftovers: true, InheritFDs: inheritedFDs()}
+	defer func() {
+		for _, f := range ropts.InheritFDs {
+			f.Close()
+		}
+	}()
 	if s.cg != nil {
 		if err := s.cg.Create(5 * time.Second); err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrSupervisor, err)
@@ -468,6 +474,38 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// inheritedFDs returns copies of the descriptors above 2 that ckpt run
+// inherited and so passed on to the program (those without close-on-exec:
+// a launcher's status pipe, a socket it handed down), keyed by their /proc
+// link ("pipe:[123]"). A restored program gets them again where the image
+// recorded them as leading outside, instead of /dev/null.
+func inheritedFDs() map[string]*os.File {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
+	}
+	out := map[string]*os.File{}
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n <= 2 {
+			continue
+		}
+		if fl, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC != 0 {
+			continue
+		}
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || out[link] != nil {
+			continue
+		}
+		d, err := unix.FcntlInt(uintptr(n), unix.F_DUPFD_CLOEXEC, 3)
+		if err != nil {
+			continue
+		}
+		out[link] = os.NewFile(uintptr(d), link)
+	}
+	return out
 }
 
 // ignoreInterrupt makes ckpt itself ignore SIGINT (the terminal sends ^C
