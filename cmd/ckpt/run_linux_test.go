@@ -321,3 +321,39 @@ echo end >&3
 		t.Errorf("ckpt run replaced a descriptor by /dev/null:\n%s", logs.String())
 	}
 }
+
+// TestRunStopDuringBackoff: SIGTERM while ckpt run waits to restore a
+// crashed program stops the job at once (exit 143), not after the back-off
+// and a restore.
+func TestRunStopDuringBackoff(t *testing.T) {
+	requireRoot(t)
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	if r := runCkpt(t, repoDir, "init"); r.code != 0 {
+		t.Fatalf("init: %s", r.stderr)
+	}
+	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "bo", "--every", "100ms", "--backoff", "60s", "--", "/bin/sleep", "600")
+	var logs lockedBuffer
+	sup.Stderr = &logs
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Process.Kill()
+	waitFor(t, "a checkpoint", func() bool { return psJobs(t, repoDir)["bo"].Checkpoints >= 1 })
+	syscall.Kill(psJobs(t, repoDir)["bo"].PID, syscall.SIGKILL)
+	waitFor(t, "the back-off", func() bool { return strings.Contains(logs.String(), "restart 1 of") })
+	sup.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- sup.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 143 {
+			t.Fatalf("ckpt run after SIGTERM in its back-off: %v, want exit 143; it said:\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("ckpt run still waits 20 s after SIGTERM in a 60 s back-off; it said:\n%s", logs.String())
+	}
+	if j := psJobs(t, repoDir)["bo"]; j.State != "stopped" {
+		t.Errorf("job after SIGTERM in its back-off: %+v, want stopped", j)
+	}
+}

@@ -447,10 +447,8 @@ func (s *sup) loop(ctx context.Context, pid int, sigs chan os.Signal) (int, erro
 				s.track.Close() // its processes are gone
 				s.killLeftovers(pid)
 				s.o.Logf("program died of %s; restart %d of %d in %v", unix.SignalName(sig), s.job.Restarts, s.o.MaxRestarts, backoff)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-					return 0, ctx.Err()
+				if stop, code := s.waitBackoff(ctx, backoff, sigs); stop {
+					return code, ctx.Err()
 				}
 				backoff *= 2
 				if latest, _ := s.r.Latest(ctx, s.o.Name); latest != nil {
@@ -518,6 +516,31 @@ func ignoreInterrupt() (stop func()) {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, syscall.SIGINT)
 	return func() { signal.Stop(c) }
+}
+
+// waitBackoff waits d before a restore. A stop signal meanwhile (SIGTERM,
+// SIGHUP, --stop-signal) stops the job there: there is nothing running to
+// checkpoint, and the newest checkpoint is where a later run resumes.
+func (s *sup) waitBackoff(ctx context.Context, d time.Duration, sigs <-chan os.Signal) (stop bool, code int) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return false, 0
+		case <-ctx.Done():
+			return true, 0
+		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 || containsSignal(s.o.CheckpointSignals, sig) {
+				continue // nothing runs to checkpoint
+			}
+			s.job.State, s.job.PID = StateStopped, 0
+			s.job.Message = "stopped by " + sig.String() + " while waiting to restore after a crash"
+			s.save()
+			s.o.Logf("%s while waiting to restore: job %s stopped at its newest checkpoint", sig, s.o.Name)
+			return true, 128 + int(syscall.SIGTERM)
+		}
+	}
 }
 
 // ownGroup returns pid if it leads its own process group, else 0.
