@@ -35,6 +35,29 @@ func stopRun(t *testing.T, sup *exec.Cmd, what string) {
 	}
 }
 
+// waitRunExit waits up to limit for the ckpt run of sup to exit and fails
+// unless its exit status is want; what names the moment in the failure.
+func waitRunExit(t *testing.T, sup *exec.Cmd, logs *lockedBuffer, want int, limit time.Duration, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- sup.Wait() }()
+	select {
+	case err := <-done:
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("ckpt run %s: %v", what, err)
+		}
+		if code != want {
+			t.Fatalf("ckpt run %s: exit %d, want %d; it said:\n%s", what, code, want, logs.String())
+		}
+	case <-time.After(limit):
+		t.Fatalf("ckpt run still runs %v %s; it said:\n%s", limit, what, logs.String())
+	}
+}
+
 func psJobs(t *testing.T, dir string) map[string]psJob {
 	t.Helper()
 	r := runCkpt(t, dir, "ps", "--json")
@@ -172,18 +195,7 @@ func TestRunInterrupt(t *testing.T) {
 			} else {
 				out.Close() // the reader goes away: yes dies at its next write
 			}
-			done := make(chan error, 1)
-			go func() { done <- sup.Wait() }()
-			want := 128 + int(tc.sig)
-			select {
-			case err := <-done:
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) || ee.ExitCode() != want {
-					t.Fatalf("ckpt run after the program's %v: %v, want exit %d; it said:\n%s", tc.sig, err, want, logs.String())
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatalf("ckpt run still runs 30 s after the program's %v; it said:\n%s", tc.sig, logs.String())
-			}
+			waitRunExit(t, sup, &logs, 128+int(tc.sig), 30*time.Second, "after the program's "+tc.sig.String())
 			if j := psJobs(t, repoDir)["intr"]; j.State != "stopped" || j.Restarts != 0 {
 				t.Errorf("job after %v: %+v, want stopped with no restart", tc.sig, j)
 			}
@@ -219,16 +231,7 @@ kill $!
 	defer sup.Process.Kill()
 	waitFor(t, "two checkpoints", func() bool { return psJobs(t, repoDir)["sid"].Checkpoints >= 2 })
 	syscall.Kill(psJobs(t, repoDir)["sid"].PID, syscall.SIGKILL)
-	done := make(chan error, 1)
-	go func() { done <- sup.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("ckpt run: %v; it said:\n%s", err, logs.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("ckpt run still runs after 60 s; it said:\n%s", logs.String())
-	}
+	waitRunExit(t, sup, &logs, 0, 60*time.Second, "after the crash")
 	var want strings.Builder
 	for i := 0; i < 40; i++ {
 		fmt.Fprintf(&want, "%d\n", i)
@@ -342,17 +345,7 @@ func TestRunStopDuringBackoff(t *testing.T) {
 	syscall.Kill(psJobs(t, repoDir)["bo"].PID, syscall.SIGKILL)
 	waitFor(t, "the back-off", func() bool { return strings.Contains(logs.String(), "restart 1 of") })
 	sup.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- sup.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 143 {
-			t.Fatalf("ckpt run after SIGTERM in its back-off: %v, want exit 143; it said:\n%s", err, logs.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("ckpt run still waits 20 s after SIGTERM in a 60 s back-off; it said:\n%s", logs.String())
-	}
+	waitRunExit(t, sup, &logs, 143, 20*time.Second, "after SIGTERM in a 60 s back-off")
 	if j := psJobs(t, repoDir)["bo"]; j.State != "stopped" {
 		t.Errorf("job after SIGTERM in its back-off: %+v, want stopped", j)
 	}
