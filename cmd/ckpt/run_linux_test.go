@@ -35,6 +35,25 @@ func stopRun(t *testing.T, sup *exec.Cmd, what string) {
 	}
 }
 
+// startJob inits a repository at repoDir and starts 'ckpt run' in it with
+// args; setup, when not nil, adjusts the command before it starts. Its
+// stderr is in the returned buffer; it is killed when the test ends.
+func startJob(t *testing.T, repoDir string, setup func(*exec.Cmd), args ...string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	wantCode(t, runCkpt(t, repoDir, "init"), exitOK, "init")
+	sup := exec.Command(ckptBin, append([]string{"--repo", repoDir, "run"}, args...)...)
+	logs := &lockedBuffer{}
+	sup.Stderr = logs
+	if setup != nil {
+		setup(sup)
+	}
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sup.Process.Kill() })
+	return sup, logs
+}
+
 // waitRunExit waits up to limit for the ckpt run of sup to exit and fails
 // unless its exit status is want; what names the moment in the failure.
 func waitRunExit(t *testing.T, sup *exec.Cmd, logs *lockedBuffer, want int, limit time.Duration, what string) {
@@ -160,20 +179,13 @@ func TestRunInterrupt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			repoDir := filepath.Join(t.TempDir(), "repo")
-			if r := runCkpt(t, repoDir, "init"); r.code != 0 {
-				t.Fatalf("init: %s", r.stderr)
-			}
-			sup := exec.Command(ckptBin, append([]string{"--repo", repoDir, "run", "--name", "intr", "--every", "100ms", "--"}, tc.cmd...)...)
-			var logs lockedBuffer
-			sup.Stderr = &logs
-			out, err := sup.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := sup.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer sup.Process.Kill()
+			var out io.ReadCloser
+			sup, logs := startJob(t, repoDir, func(c *exec.Cmd) {
+				var err error
+				if out, err = c.StdoutPipe(); err != nil {
+					t.Fatal(err)
+				}
+			}, append([]string{"--name", "intr", "--every", "100ms", "--"}, tc.cmd...)...)
 			go io.Copy(io.Discard, out) //nolint:errcheck
 			waitFor(t, "a checkpoint", func() bool { return psJobs(t, repoDir)["intr"].Checkpoints >= 1 })
 			pid := psJobs(t, repoDir)["intr"].PID
@@ -195,7 +207,7 @@ func TestRunInterrupt(t *testing.T) {
 			} else {
 				out.Close() // the reader goes away: yes dies at its next write
 			}
-			waitRunExit(t, sup, &logs, 128+int(tc.sig), 30*time.Second, "after the program's "+tc.sig.String())
+			waitRunExit(t, sup, logs, 128+int(tc.sig), 30*time.Second, "after the program's "+tc.sig.String())
 			if j := psJobs(t, repoDir)["intr"]; j.State != "stopped" || j.Restarts != 0 {
 				t.Errorf("job after %v: %+v, want stopped with no restart", tc.sig, j)
 			}
@@ -219,19 +231,10 @@ setsid /bin/sleep 1000 &
 i=0; while [ $i -lt 40 ]; do echo $i >&3; sleep 0.05; i=$((i+1)); done
 kill $!
 `), 0o600)
-	if r := runCkpt(t, repoDir, "init"); r.code != 0 {
-		t.Fatalf("init: %s", r.stderr)
-	}
-	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "sid", "--every", "100ms", "--backoff", "10ms", "--", "/bin/sh", script, out)
-	var logs lockedBuffer
-	sup.Stderr = &logs
-	if err := sup.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sup.Process.Kill()
+	sup, logs := startJob(t, repoDir, nil, "--name", "sid", "--every", "100ms", "--backoff", "10ms", "--", "/bin/sh", script, out)
 	waitFor(t, "two checkpoints", func() bool { return psJobs(t, repoDir)["sid"].Checkpoints >= 2 })
 	syscall.Kill(psJobs(t, repoDir)["sid"].PID, syscall.SIGKILL)
-	waitRunExit(t, sup, &logs, 0, 60*time.Second, "after the crash")
+	waitRunExit(t, sup, logs, 0, 60*time.Second, "after the crash")
 	var want strings.Builder
 	for i := 0; i < 40; i++ {
 		fmt.Fprintf(&want, "%d\n", i)
@@ -251,20 +254,13 @@ func TestRunKeepCollects(t *testing.T) {
 	requireRoot(t)
 	requireTool(t, "/usr/bin/python3")
 	repoDir := filepath.Join(t.TempDir(), "repo")
-	wantCode(t, runCkpt(t, repoDir, "init"), exitOK, "init")
 	// 4 MiB of new random bytes every 50 ms: each checkpoint stores new chunks.
-	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "keep", "--keep", "1", "--every", "100ms", "--",
+	sup, logs := startJob(t, repoDir, nil, "--name", "keep", "--keep", "1", "--every", "100ms", "--",
 		"/usr/bin/python3", "-c", `import os, time
 while True:
     b = os.urandom(4 << 20)
     time.sleep(0.05)
 `)
-	var logs lockedBuffer
-	sup.Stderr = &logs
-	if err := sup.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sup.Process.Kill()
 	waitFor(t, "six checkpoints", func() bool { return psJobs(t, repoDir)["keep"].Checkpoints >= 6 })
 	stopRun(t, sup, "ckpt run --keep 1")
 	if r := runCkpt(t, repoDir, "ls"); strings.Count(r.stdout, "keep@") != 1 {
@@ -288,21 +284,12 @@ func TestRunInheritedFD(t *testing.T) {
 	os.WriteFile(script, []byte(`i=0; while [ $i -lt 40 ]; do echo "status $i" >&3; sleep 0.05; i=$((i+1)); done
 echo end >&3
 `), 0o600)
-	if r := runCkpt(t, repoDir, "init"); r.code != 0 {
-		t.Fatalf("init: %s", r.stderr)
-	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "fd3", "--every", "100ms", "--backoff", "10ms", "--", "/bin/sh", script)
-	sup.ExtraFiles = []*os.File{pw}
-	var logs lockedBuffer
-	sup.Stderr = &logs
-	if err := sup.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sup.Process.Kill()
+	sup, logs := startJob(t, repoDir, func(c *exec.Cmd) { c.ExtraFiles = []*os.File{pw} },
+		"--name", "fd3", "--every", "100ms", "--backoff", "10ms", "--", "/bin/sh", script)
 	pw.Close()
 	lines := bufio.NewScanner(pr)
 	killed := false
@@ -331,21 +318,12 @@ echo end >&3
 func TestRunStopDuringBackoff(t *testing.T) {
 	requireRoot(t)
 	repoDir := filepath.Join(t.TempDir(), "repo")
-	if r := runCkpt(t, repoDir, "init"); r.code != 0 {
-		t.Fatalf("init: %s", r.stderr)
-	}
-	sup := exec.Command(ckptBin, "--repo", repoDir, "run", "--name", "bo", "--every", "100ms", "--backoff", "60s", "--", "/bin/sleep", "600")
-	var logs lockedBuffer
-	sup.Stderr = &logs
-	if err := sup.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sup.Process.Kill()
+	sup, logs := startJob(t, repoDir, nil, "--name", "bo", "--every", "100ms", "--backoff", "60s", "--", "/bin/sleep", "600")
 	waitFor(t, "a checkpoint", func() bool { return psJobs(t, repoDir)["bo"].Checkpoints >= 1 })
 	syscall.Kill(psJobs(t, repoDir)["bo"].PID, syscall.SIGKILL)
 	waitFor(t, "the back-off", func() bool { return strings.Contains(logs.String(), "restart 1 of") })
 	sup.Process.Signal(syscall.SIGTERM)
-	waitRunExit(t, sup, &logs, 143, 20*time.Second, "after SIGTERM in a 60 s back-off")
+	waitRunExit(t, sup, logs, 143, 20*time.Second, "after SIGTERM in a 60 s back-off")
 	if j := psJobs(t, repoDir)["bo"]; j.State != "stopped" {
 		t.Errorf("job after SIGTERM in its back-off: %+v, want stopped", j)
 	}
