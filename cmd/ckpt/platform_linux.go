@@ -189,7 +189,7 @@ not start itself. 'ckpt ps' lists jobs.`,
 		},
 	}
 	c.Flags().StringVar(&o.Name, "name", "", "job and checkpoint name; a later run with the same name resumes")
-	c.Flags().StringVar(&every, "every", "", "checkpoint interval (e.g. 30s, 10m) or auto")
+	c.Flags().StringVar(&every, "every", "auto", "checkpoint interval (e.g. 30s, 10m), auto (Daly's optimum from the measured cost and the MTBF: ~20 min before the first checkpoint, then tuned), or off")
 	c.Flags().IntVar(&o.Keep, "keep", 3, "checkpoints of the job to keep (0: all)")
 	c.Flags().StringVar(&codec, "codec", "auto", "chunk compression: auto (s2 where it pays), s2, zstd or none (fastest checkpoints, largest)")
 	c.Flags().BoolVar(&o.Isolate, "isolate", false, "run CMD as a container: PID 1 of new PID, mount, UTS, IPC, network and time namespaces in a cgroup v2 group, checkpointed whole (docs/CONTAINERS.md)")

@@ -347,7 +347,11 @@ func (s *sup) arm(periodic, deadline *time.Timer) {
 	if iv := s.pol.Interval(); iv > 0 {
 		periodic.Reset(iv)
 		if s.pol.Mode != policy.ModeFixed {
-			s.o.Logf("next checkpoint in %v (%s: cost %v, MTBF %v)", iv.Round(time.Millisecond), s.pol.Mode, s.pol.Cost().Round(time.Millisecond), s.pol.M().Round(time.Second))
+			shown := iv.Round(time.Millisecond)
+			if iv >= time.Minute {
+				shown = iv.Round(time.Second)
+			}
+			s.o.Logf("next checkpoint in %v (%s: cost %v, MTBF %v)", shown, s.pol.Mode, s.pol.Cost().Round(time.Millisecond), s.pol.M().Round(time.Second))
 		}
 	} else {
 		periodic.Stop()
