@@ -47,6 +47,10 @@ type Options struct {
 	// seen inside that namespace (pidns.go). Pages are still handed to the
 	// PageWriter under those inner PIDs.
 	PIDNamespace bool
+	// FreezeTimeout bounds the wait for a thread in an uninterruptible
+	// wait (state D) to stop; past it the dump fails and the tree runs on
+	// (default 10 s).
+	FreezeTimeout time.Duration
 	// Seized, when set, is called once every thread of the tree is in a
 	// ptrace stop, before anything is read, with the tree's PIDs (as the
 	// dumper sees them). An error ends the dump (the tree is released).

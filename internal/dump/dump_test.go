@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/dump"
 	"github.com/ckpt/ckpt/internal/image"
@@ -98,4 +101,43 @@ func TestDumpForkChurn(t *testing.T) {
 		}
 	}
 	t.Logf("40 dumps, %d zombies caught", zombies)
+}
+
+// TestFreezeTimeout dumps a process that cannot stop: it waits,
+// uninterruptibly, for a vfork child. The dump gives up after
+// Options.FreezeTimeout, says why, and leaves the process running: once
+// the child is killed it goes on and passes.
+func TestFreezeTimeout(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "vforkwait", false)
+	p := proctest.Start(t, bin)
+	p.Lines.Expect(t, "READY")
+	// The vfork comes right after READY; the wait for the child is state D.
+	for i := 0; proctest.State(p.PID) != 'D'; i++ {
+		if i == 5000 {
+			t.Fatalf("process %d never waits for its vfork child (state %c)", p.PID, proctest.State(p.PID))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.PID, p.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(kids)))
+	if err != nil {
+		t.Fatalf("vfork child: %q", kids)
+	}
+	t0 := time.Now()
+	_, err = dump.Dump(context.Background(), p.PID, dump.Options{FreezeTimeout: 300 * time.Millisecond}, proctest.NewPages())
+	if err == nil || !strings.Contains(err.Error(), "did not stop within 300ms") || !strings.Contains(err.Error(), "uninterruptible") {
+		t.Fatalf("dump of a process in state D: %v; want it to give up after 300ms and say why", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("the dump gave up after %v", d)
+	}
+	t.Log(err)
+	if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.Lines.Expect(t, "PASS")
 }

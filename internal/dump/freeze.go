@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/ckpt/ckpt/internal/procfs"
 	"github.com/ckpt/ckpt/internal/ptrace"
@@ -96,7 +97,7 @@ func (h *Handle) freezeTree(ctx context.Context, root int) error {
 		}
 		p.stopped = st.State == 'T'
 
-		if err := h.tr.Do(func() error { return freezeProcess(p) }); err != nil {
+		if err := h.tr.Do(func() error { return freezeProcess(p, h.opts.FreezeTimeout) }); err != nil {
 			if pid == root || len(p.threads) > 0 || !gone(pid) {
 				return err
 			}
@@ -124,7 +125,7 @@ func (h *Handle) freezeTree(ctx context.Context, root int) error {
 }
 
 // freezeProcess runs on the tracer thread.
-func freezeProcess(p *proc) error {
+func freezeProcess(p *proc, limit time.Duration) error {
 	have := map[int]bool{}
 	for round := 0; ; round++ {
 		tids, err := procfs.Tasks(p.pid)
@@ -137,13 +138,17 @@ func freezeProcess(p *proc) error {
 				continue
 			}
 			added = true
-			t, err := freezeThread(p.pid, tid)
+			t, err := freezeThread(p.pid, tid, limit)
 			if err == unix.ESRCH && tid != p.pid {
 				continue // the thread exited before we got it
 			}
 			if err != nil {
 				if gone(p.pid) {
 					return fmt.Errorf("process %d exited during dump", p.pid)
+				}
+				if errors.Is(err, ptrace.ErrNoStop) {
+					wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/wchan", p.pid, tid))
+					return fmt.Errorf("thread %d of process %d did not stop within %v: it is in an uninterruptible wait (in %s), as on a hung NFS server or in a vfork parent; the tree runs on", tid, p.pid, limit, wchan)
 				}
 				if err == unix.EPERM {
 					return fmt.Errorf("freezing thread %d of process %d: %w (is it already traced by a debugger?)", tid, p.pid, err)
@@ -172,7 +177,12 @@ func freezeProcess(p *proc) error {
 	return nil
 }
 
-func freezeThread(pid, tid int) (*thread, error) {
+// freezeThread seizes and stops thread tid of pid. A thread in an
+// uninterruptible wait is given limit to stop (default 10 s).
+func freezeThread(pid, tid int, limit time.Duration) (*thread, error) {
+	if limit <= 0 {
+		limit = 10 * time.Second
+	}
 	if err := ptrace.Seize(tid, ptrace.OptsDump); err != nil {
 		return nil, err
 	}
@@ -182,7 +192,13 @@ func freezeThread(pid, tid int) (*thread, error) {
 	}
 	t := &thread{tid: tid}
 	for {
-		ws, err := ptrace.Wait(tid)
+		var ws unix.WaitStatus
+		var err error
+		if threadState(pid, tid) == 'D' {
+			ws, err = ptrace.WaitLimit(tid, limit)
+		} else {
+			ws, err = ptrace.Wait(tid)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -222,6 +238,19 @@ func freezeThread(pid, tid int) (*thread, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// threadState is the state letter of thread tid of pid (0 if unknown).
+func threadState(pid, tid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return 0
+	}
+	st, err := procfs.ParseStat(b)
+	if err != nil {
+		return 0
+	}
+	return st.State
 }
 
 // settleExit waits until process pid, which is exiting, has exited, and

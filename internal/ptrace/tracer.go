@@ -172,6 +172,37 @@ func threadZombie(stat []byte) bool {
 	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
+// ErrNoStop is returned by WaitLimit when the tracee reported nothing in
+// time.
+var ErrNoStop = errors.New("did not stop")
+
+// WaitLimit is Wait for a tracee that may be unable to stop for long: a
+// thread in an uninterruptible wait (a hung NFS server, a vfork parent
+// waiting for its child) stops only when the wait ends. It polls, backing
+// off from 50 µs to 10 ms, and gives up after limit with ErrNoStop.
+func WaitLimit(tid int, limit time.Duration) (unix.WaitStatus, error) {
+	deadline := time.Now().Add(limit)
+	pause := 50 * time.Microsecond
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, fmt.Errorf("wait4 %d: %w", tid, err)
+		}
+		if got == tid {
+			return ws, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, ErrNoStop
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 10*time.Millisecond)
+	}
+}
+
 func wait(tid int) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
 	for {
