@@ -23,6 +23,7 @@ const (
 	pageIsFile    = 1 << 2
 	pageIsPresent = 1 << 3
 	pageIsSwapped = 1 << 4
+	pageIsPFNZero = 1 << 5 // mapped to the shared zero page: reads as zeros
 )
 
 // pmScanArg is struct pm_scan_arg.
@@ -36,9 +37,14 @@ type pageRegion struct{ Start, End, Categories uint64 }
 
 // scanPages calls fn for each run of present or swapped pages in [start,
 // end) of the process whose pagemap is pm, with its categories (pageIs*).
+// Pages mapped to the zero page are left out: they hold zeros, which is
+// what an image's absent pages restore as (a read of a never-written page
+// maps it there).
 func scanPages(pm *os.File, start, end uint64, vec []pageRegion, fn func(start, end, cats uint64) error) error {
 	a := pmScanArg{
 		Start: start, End: end,
+		CategoryInverted:  pageIsPFNZero,
+		CategoryMask:      pageIsPFNZero,
 		CategoryAnyofMask: pageIsPresent | pageIsSwapped,
 		ReturnMask:        pageIsPresent | pageIsSwapped | pageIsFile,
 	}

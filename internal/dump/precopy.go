@@ -477,6 +477,52 @@ func (pc *PreCopy) sortedPIDs() []int {
 	return pids
 }
 
+// swapType is the swap type of a swapped pagemap entry (bits 0-4, shown to
+// root only); uffdMarkerType is the kernel's SWP_PTE_MARKER, the type of
+// the markers a userfaultfd write tracker (WP_UNPOPULATED) puts on pages
+// never populated.
+const (
+	swapTypeMask   = 0x1f
+	uffdMarkerType = 0x1f
+	pmUffdWP       = 1 << 57
+)
+
+// uffdMarker reports a swapped pagemap entry that is a write tracker's
+// marker, not a page in swap.
+func uffdMarker(v uint64) bool {
+	return v&pmSwapped != 0 && v&pmUffdWP != 0 && v&swapTypeMask == uffdMarkerType
+}
+
+// swappedRuns calls run for the runs of [start, end) of m that are really
+// in swap, leaving out the write tracker's markers (read through pagemap).
+func swappedRuns(pm *os.File, m *image.Mapping, start, end uint64, ent *[]byte, run func(m *image.Mapping, addr uint64, n int) error) error {
+	if *ent == nil {
+		*ent = make([]byte, 8*(batch/image.PageSize))
+	}
+	for win := start; win < end; win += batch {
+		n := int((min(win+batch, end) - win) / image.PageSize)
+		e := (*ent)[:8*n]
+		if _, err := pm.ReadAt(e, int64(win/image.PageSize*8)); err != nil {
+			return fmt.Errorf("reading pagemap at %#x: %w", win, err)
+		}
+		for i := 0; i < n; {
+			if uffdMarker(binary.LittleEndian.Uint64(e[8*i:])) {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < n && !uffdMarker(binary.LittleEndian.Uint64(e[8*j:])) {
+				j++
+			}
+			if err := run(m, win+uint64(i)*image.PageSize, j-i); err != nil {
+				return err
+			}
+			i = j
+		}
+	}
+	return nil
+}
+
 // walkPages calls run for each run of pages the dump saves, per window of
 // each mapping, in ascending order (see dumpPages for which pages).
 func walkPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, run func(m *image.Mapping, addr uint64, n int) error) error {
@@ -507,6 +553,11 @@ func walkPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, run fun
 				if cats&pageIsSwapped == 0 && cats&pageIsFile != 0 && m.Kind == image.KindFile {
 					return nil // a clean page of the file
 				}
+				if cats&pageIsPresent == 0 {
+					// Swapped out, or only a write tracker's marker on a
+					// page never populated: those hold nothing.
+					return swappedRuns(pm, m, start, end, &ent, run)
+				}
 				for a := start; a < end; a += batch {
 					n := int((min(a+batch, end) - a) / image.PageSize)
 					if err := run(m, a, n); err != nil {
@@ -536,7 +587,7 @@ func walkPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, run fun
 					return true
 				}
 				if v&pmSwapped != 0 {
-					return true
+					return !uffdMarker(v)
 				}
 				return v&pmPresent != 0 && (v&pmFile == 0 || m.Kind != image.KindFile)
 			}

@@ -423,3 +423,34 @@ func expectRestoredPass(t *testing.T, r *repo.Repository, m *repo.Manifest, read
 		t.Fatalf("restored process: %q", got)
 	}
 }
+
+// TestTrackedSkipsUntouched: a process that reserved 2 GiB and wrote
+// 4 MiB (a JVM, a Go runtime) gets checkpoints of a few MiB, tracked or
+// not: pages never populated (which a write tracker marks) and pages that
+// only map the zero page are not read, and restore as zeros.
+func TestTrackedSkipsUntouched(t *testing.T) {
+	proctest.RequireRoot(t)
+	ctx := context.Background()
+	r, err := repo.InitDir(ctx, t.TempDir()+"/repo", repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := proctest.Build(t, "reserve", false)
+	p := proctest.Start(t, bin)
+	ready := p.Lines.Expect(t, "READY")
+	track := proccr.NewTracking()
+	defer track.Close()
+	opts := proccr.DumpOptions{Name: "reserve", LeaveRunning: true, Tracking: track}
+	var res *proccr.DumpResult
+	for i := 1; i <= 2; i++ {
+		if res, err = proccr.Dump(ctx, r, p.PID, opts); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("dump %d: %d MiB of memory, %d MiB pre-copied, tracked %v", i, res.Stats.Bytes>>20, res.PreCopied>>20, res.Tracked)
+		if res.Stats.Bytes > 32<<20 || res.PreCopied > 32<<20 {
+			t.Fatalf("dump %d of a process with 4 MiB written holds %d MiB (%d MiB pre-copied)", i, res.Stats.Bytes>>20, res.PreCopied>>20)
+		}
+	}
+	p.KillAndReap(t)
+	expectRestoredPass(t, r, res.Manifest, ready)
+}
