@@ -109,9 +109,15 @@ func (r *restorer) mapFile(path string, id *image.FileID, write bool, what strin
 		f.Close()
 		return nil, err
 	}
-	if err := sameID(id, &st, path, true); err != nil {
+	// A file mapped shared and writable is written through the mapping:
+	// after the dump it moved on as any file the program writes does (a
+	// JVM's hsperfdata, sqlite's -shm), and must only be the same file.
+	if err := sameID(id, &st, path, !write); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if write && (st.Size != id.Size || st.Mtim.Nano() != id.MtimeNs) {
+		r.warn("%s: %s changed since the dump (it is mapped shared and writable: what was written to it since stays)", what, path)
 	}
 	if id.BuildID != "" {
 		if b := dump.BuildID(path); b != id.BuildID {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -200,6 +201,40 @@ func TestTree(t *testing.T) {
 	rs, ready := cycle(t, bin, t.TempDir())
 	if n := len(rs.tree.Processes); n != 6 {
 		t.Errorf("image has %d processes, want 6", n)
+	}
+	rs.expectPass(t, ready)
+}
+
+// TestSharedWritableFileMovedOn: a file the process maps shared and
+// writable is written after the dump (as a JVM's hsperfdata is, by the
+// process itself, until it is killed): the restore takes it as it is now,
+// with a warning, instead of refusing it as a changed file.
+func TestSharedWritableFileMovedOn(t *testing.T) {
+	proctest.RequireRoot(t)
+	bin := proctest.Build(t, "misc", false)
+	dir := t.TempDir()
+	beforeRestore = func(t *testing.T, _ *image.Tree) {
+		f, err := os.OpenFile(filepath.Join(dir, "shared"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		later := time.Now().Add(time.Second)
+		if _, err := f.WriteAt([]byte("moved on"), 8000); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(f.Name(), later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() { beforeRestore = nil }()
+	rs, ready := cycle(t, bin, dir)
+	warned := false
+	for _, w := range rs.res.Warnings {
+		warned = warned || strings.Contains(w, "mapped shared and writable")
+	}
+	if !warned {
+		t.Errorf("no warning about the shared file that moved on: %q", rs.res.Warnings)
 	}
 	rs.expectPass(t, ready)
 }
