@@ -18,6 +18,20 @@ import (
 	"github.com/ckpt/ckpt/internal/restore"
 )
 
+// startFixture builds and starts the C fixture name with args, waits for
+// its READY line, and returns it with that line and a new repository in a
+// local directory (as root: the tests here need ptrace).
+func startFixture(t *testing.T, name string, args ...string) (*repo.Repository, *proctest.Proc, string) {
+	t.Helper()
+	proctest.RequireRoot(t)
+	r, err := repo.InitDir(context.Background(), t.TempDir()+"/repo", repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := proctest.Start(t, proctest.Build(t, name, false), args...)
+	return r, p, p.Lines.Expect(t, "READY")
+}
+
 // TestPreCopyExact: a process keeps rewriting random pages (10 % of them a
 // second) with a checksum per page while it is pre-copied; the dump
 // --leave-running reads only the written pages while frozen, and a restore
@@ -77,15 +91,8 @@ func TestPreCopyExact(t *testing.T) {
 // it (chunks read, verified and written by parallel workers) is
 // byte-exact: the restored process finds every page matching its checksum.
 func TestIncrementalExact(t *testing.T) {
-	proctest.RequireRoot(t)
 	ctx := context.Background()
-	r, err := repo.InitDir(ctx, t.TempDir()+"/repo", repo.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := proctest.Build(t, "dirtier", false)
-	p := proctest.Start(t, bin, "64", "100")
-	ready := p.Lines.Expect(t, "READY")
+	r, p, ready := startFixture(t, "dirtier", "64", "100")
 	opts := proccr.DumpOptions{Name: "dirtier", LeaveRunning: true, NoPreCopy: true}
 	first, err := proccr.Dump(ctx, r, p.PID, opts)
 	if err != nil {
@@ -161,15 +168,8 @@ func anonMaps(t *testing.T, pid int) string {
 // previous checkpoint, and a restore of the last is byte-exact (every
 // page matches its checksum, so no written page was missed).
 func TestTrackingAcrossDumps(t *testing.T) {
-	proctest.RequireRoot(t)
 	ctx := context.Background()
-	r, err := repo.InitDir(ctx, t.TempDir()+"/repo", repo.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := proctest.Build(t, "dirtier", false)
-	p := proctest.Start(t, bin, "64", "100")
-	ready := p.Lines.Expect(t, "READY")
+	r, p, ready := startFixture(t, "dirtier", "64", "100")
 	track := proccr.NewTracking()
 	defer track.Close()
 	opts := proccr.DumpOptions{Name: "dirtier", LeaveRunning: true, Tracking: track}
@@ -216,15 +216,8 @@ func TestTrackingAcrossDumps(t *testing.T) {
 // copy while frozen. The restored process finds every page matching its
 // checksum, and the pre-copy checkpoint is gone.
 func TestTrackedPreCopy(t *testing.T) {
-	proctest.RequireRoot(t)
 	ctx := context.Background()
-	r, err := repo.InitDir(ctx, t.TempDir()+"/repo", repo.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := proctest.Build(t, "dirtier", false)
-	p := proctest.Start(t, bin, "128", "1000")
-	ready := p.Lines.Expect(t, "READY")
+	r, p, ready := startFixture(t, "dirtier", "128", "1000")
 	track := proccr.NewTracking()
 	defer track.Close()
 	opts := proccr.DumpOptions{Name: "dirtier", LeaveRunning: true, Tracking: track}
@@ -429,20 +422,14 @@ func expectRestoredPass(t *testing.T, r *repo.Repository, m *repo.Manifest, read
 // not: pages never populated (which a write tracker marks) and pages that
 // only map the zero page are not read, and restore as zeros.
 func TestTrackedSkipsUntouched(t *testing.T) {
-	proctest.RequireRoot(t)
 	ctx := context.Background()
-	r, err := repo.InitDir(ctx, t.TempDir()+"/repo", repo.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := proctest.Build(t, "reserve", false)
-	p := proctest.Start(t, bin)
-	ready := p.Lines.Expect(t, "READY")
+	r, p, ready := startFixture(t, "reserve")
 	track := proccr.NewTracking()
 	defer track.Close()
 	opts := proccr.DumpOptions{Name: "reserve", LeaveRunning: true, Tracking: track}
 	var res *proccr.DumpResult
 	for i := 1; i <= 2; i++ {
+		var err error
 		if res, err = proccr.Dump(ctx, r, p.PID, opts); err != nil {
 			t.Fatal(err)
 		}
