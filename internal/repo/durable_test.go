@@ -26,6 +26,20 @@ func (f failRename) Rename(oldname, newname string) error {
 	return f.FS.Rename(oldname, newname)
 }
 
+// initLocalOn creates a repository in directory dir of fsys.
+func initLocalOn(t *testing.T, fsys vfs.FS, dir string, chunkSize int) *Repository {
+	t.Helper()
+	be, err := backend.CreateLocal(fsys, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Init(context.Background(), be, InitOptions{ChunkSize: chunkSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // TestChunkNotDurableIsNotReused: a chunk whose background fsync and
 // rename fail makes its checkpoint's commit fail, and a later checkpoint of
 // the same process with the same bytes stores the chunk again instead of
@@ -34,14 +48,7 @@ func (f failRename) Rename(oldname, newname string) error {
 func TestChunkNotDurableIsNotReused(t *testing.T) {
 	ctx := context.Background()
 	fsys := failRename{FS: vfs.NewCrashableMem(), fail: map[string]bool{}}
-	be, err := backend.CreateLocal(fsys, "/r")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Init(ctx, be, InitOptions{ChunkSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := initLocalOn(t, fsys, "/r", 64<<10)
 	data := randBytes(9, 64<<10)
 	fsys.fail[r.hashID(data).String()] = true
 	if _, _, err := writeOne(r, data); err == nil {
@@ -71,14 +78,7 @@ func TestChunkNotDurableIsNotReused(t *testing.T) {
 func TestReusedChunkMadeDurable(t *testing.T) {
 	ctx := context.Background()
 	fsys := vfs.NewCrashableMem()
-	be, err := backend.CreateLocal(fsys, "/r")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Init(ctx, be, InitOptions{ChunkSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := initLocalOn(t, fsys, "/r", 64<<10)
 	data := randBytes(11, 64<<10)
 	id := r.hashID(data)
 	other, err := backend.OpenLocal(fsys, "/r")

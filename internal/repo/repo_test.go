@@ -132,14 +132,7 @@ func TestRoundTripAndIncremental(t *testing.T) {
 func TestLocalCrashAtEveryStep(t *testing.T) {
 	ctx := context.Background()
 	fsys := vfs.NewCrashableMem()
-	be, err := backend.CreateLocal(fsys, "/repo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Init(ctx, be, InitOptions{ChunkSize: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := initLocalOn(t, fsys, "/repo", 16<<10)
 	v1 := randBytes(3, 100<<10)
 	m1 := writeCkpt(t, r, "job", nil, map[string][]byte{"x": v1})
 	v2 := randBytes(4, 100<<10)
