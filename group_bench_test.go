@@ -235,33 +235,13 @@ func rate(t *testing.T, msgs int, kind string) float64 {
 		send(context.Context, int) error
 	}
 	ranks := make([]rk, 2)
-	var wg sync.WaitGroup
-	for i := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg := ckpt.GroupConfig{Coordinator: addr, Group: "bench", Rank: i, Size: 2}
-			if kind == "logged" {
-				r, err := jobs[i].JoinLogged(ctx, cfg)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				ranks[i] = loggedRk{r, payload}
-				return
-			}
-			r, err := jobs[i].JoinGroup(ctx, cfg)
-			if err != nil {
-				t.Error(err)
-				return
-			}
+	joinPair(t, ctx, jobs, addr, kind == "logged", func(i int, r *ckpt.Rank, lr *ckpt.LoggedRank) {
+		if lr != nil {
+			ranks[i] = loggedRk{lr, payload}
+		} else {
 			ranks[i] = plainRk{r, payload}
-		}()
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+		}
+	})
 	// One message each way, both ranks at once, before timing: every
 	// rank has served the other's first control messages (a fresh logged
 	// rank delivers nothing until its peers answered its replay request,
@@ -302,6 +282,40 @@ func rate(t *testing.T, msgs int, kind string) float64 {
 		t.Fatal(err)
 	}
 	return float64(msgs) / time.Since(t0).Seconds()
+}
+
+// joinPair joins jobs[0] and jobs[1] as ranks 0 and 1 of a two-rank group,
+// both at once (each waits for the other), with JoinLogged when logged,
+// and hands each rank to got (lr set for a logged rank, r otherwise).
+func joinPair(t testing.TB, ctx context.Context, jobs []*ckpt.Job, addr string, logged bool, got func(i int, r *ckpt.Rank, lr *ckpt.LoggedRank)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := ckpt.GroupConfig{Coordinator: addr, Group: "bench", Rank: i, Size: 2}
+			if logged {
+				lr, err := jobs[i].JoinLogged(ctx, cfg)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got(i, nil, lr)
+				return
+			}
+			r, err := jobs[i].JoinGroup(ctx, cfg)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got(i, r, nil)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 }
 
 type plainRk struct {

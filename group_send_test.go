@@ -3,7 +3,6 @@ package ckpt_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/ckpt/ckpt"
@@ -18,33 +17,13 @@ func TestSendTooLarge(t *testing.T) {
 		_, addr, jobs, _, stop := startGroup(t, 2, 0, logged)
 		ctx := context.Background()
 		sends := make([]func([]byte) error, 2)
-		var wg sync.WaitGroup
-		for i := range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cfg := ckpt.GroupConfig{Coordinator: addr, Group: "bench", Rank: i, Size: 2}
-				if logged {
-					r, err := jobs[i].JoinLogged(ctx, cfg)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					sends[i] = func(b []byte) error { return r.Send(ctx, 1-i, b) }
-					return
-				}
-				r, err := jobs[i].JoinGroup(ctx, cfg)
-				if err != nil {
-					t.Error(err)
-					return
-				}
+		joinPair(t, ctx, jobs, addr, logged, func(i int, r *ckpt.Rank, lr *ckpt.LoggedRank) {
+			if lr != nil {
+				sends[i] = func(b []byte) error { return lr.Send(ctx, 1-i, b) }
+			} else {
 				sends[i] = func(b []byte) error { return r.Send(1-i, b) }
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
+			}
+		})
 		err := sends[0](make([]byte, group.MaxMessage+1))
 		if err == nil || !strings.Contains(err.Error(), "exceed") {
 			t.Errorf("logged %v: a %d-byte message: %v", logged, group.MaxMessage+1, err)
