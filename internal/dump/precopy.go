@@ -493,9 +493,10 @@ func uffdMarker(v uint64) bool {
 	return v&pmSwapped != 0 && v&pmUffdWP != 0 && v&swapTypeMask == uffdMarkerType
 }
 
-// swappedRuns calls run for the runs of [start, end) of m that are really
-// in swap, leaving out the write tracker's markers (read through pagemap).
-func swappedRuns(pm *os.File, m *image.Mapping, start, end uint64, ent *[]byte, run func(m *image.Mapping, addr uint64, n int) error) error {
+// pagemapRuns reads the pagemap entries of [start, end) of m in process
+// pid (a window of batch at a time, into *ent) and calls run for each run
+// of pages whose entry want accepts.
+func pagemapRuns(pid int, pm *os.File, m *image.Mapping, start, end uint64, ent *[]byte, want func(v uint64) bool, run func(m *image.Mapping, addr uint64, n int) error) error {
 	if *ent == nil {
 		*ent = make([]byte, 8*(batch/image.PageSize))
 	}
@@ -503,15 +504,16 @@ func swappedRuns(pm *os.File, m *image.Mapping, start, end uint64, ent *[]byte, 
 		n := int((min(win+batch, end) - win) / image.PageSize)
 		e := (*ent)[:8*n]
 		if _, err := pm.ReadAt(e, int64(win/image.PageSize*8)); err != nil {
-			return fmt.Errorf("reading pagemap at %#x: %w", win, err)
+			return fmt.Errorf("process %d: reading pagemap at %#x: %w", pid, win, err)
 		}
+		wanted := func(i int) bool { return want(binary.LittleEndian.Uint64(e[8*i:])) }
 		for i := 0; i < n; {
-			if uffdMarker(binary.LittleEndian.Uint64(e[8*i:])) {
+			if !wanted(i) {
 				i++
 				continue
 			}
 			j := i + 1
-			for j < n && !uffdMarker(binary.LittleEndian.Uint64(e[8*j:])) {
+			for j < n && wanted(j) {
 				j++
 			}
 			if err := run(m, win+uint64(i)*image.PageSize, j-i); err != nil {
@@ -556,7 +558,7 @@ func walkPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, run fun
 				if cats&pageIsPresent == 0 {
 					// Swapped out, or only a write tracker's marker on a
 					// page never populated: those hold nothing.
-					return swappedRuns(pm, m, start, end, &ent, run)
+					return pagemapRuns(pid, pm, m, start, end, &ent, func(v uint64) bool { return !uffdMarker(v) }, run)
 				}
 				for a := start; a < end; a += batch {
 					n := int((min(a+batch, end) - a) / image.PageSize)
@@ -571,40 +573,17 @@ func walkPages(pid int, ms []*image.Mapping, resident map[uint64]uint64, run fun
 			}
 			continue
 		}
-		if ent == nil {
-			ent = make([]byte, 8*(batch/image.PageSize))
+		want := func(v uint64) bool {
+			if m.Kind == image.KindDeleted {
+				return true
+			}
+			if v&pmSwapped != 0 {
+				return !uffdMarker(v)
+			}
+			return v&pmPresent != 0 && (v&pmFile == 0 || m.Kind != image.KindFile)
 		}
-		for win := m.Start; win < m.End; win += batch {
-			wend := min(win+batch, m.End)
-			n := int((wend - win) / image.PageSize)
-			e := ent[:8*n]
-			if _, err := pm.ReadAt(e, int64(win/image.PageSize*8)); err != nil {
-				return fmt.Errorf("process %d: reading pagemap at %#x: %w", pid, win, err)
-			}
-			want := func(i int) bool {
-				v := binary.LittleEndian.Uint64(e[8*i:])
-				if m.Kind == image.KindDeleted {
-					return true
-				}
-				if v&pmSwapped != 0 {
-					return !uffdMarker(v)
-				}
-				return v&pmPresent != 0 && (v&pmFile == 0 || m.Kind != image.KindFile)
-			}
-			for i := 0; i < n; {
-				if !want(i) {
-					i++
-					continue
-				}
-				j := i
-				for j < n && want(j) {
-					j++
-				}
-				if err := run(m, win+uint64(i)*image.PageSize, j-i); err != nil {
-					return err
-				}
-				i = j
-			}
+		if err := pagemapRuns(pid, pm, m, m.Start, m.End, &ent, want, run); err != nil {
+			return err
 		}
 	}
 	return nil
