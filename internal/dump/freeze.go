@@ -194,7 +194,7 @@ func freezeThread(pid, tid int, limit time.Duration) (*thread, error) {
 	for {
 		var ws unix.WaitStatus
 		var err error
-		if threadState(pid, tid) == 'D' {
+		if procfs.TaskState(pid, tid) == 'D' {
 			ws, err = ptrace.WaitLimit(tid, limit)
 		} else {
 			ws, err = ptrace.Wait(tid)
@@ -238,19 +238,6 @@ func freezeThread(pid, tid int, limit time.Duration) (*thread, error) {
 		return nil, err
 	}
 	return t, nil
-}
-
-// threadState is the state letter of thread tid of pid (0 if unknown).
-func threadState(pid, tid int) byte {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
-	if err != nil {
-		return 0
-	}
-	st, err := procfs.ParseStat(b)
-	if err != nil {
-		return 0
-	}
-	return st.State
 }
 
 // settleExit waits until process pid, which is exiting, has exited, and

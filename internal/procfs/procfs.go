@@ -511,6 +511,20 @@ func Path(pid int, name string) string { return filepath.Join("/proc", strconv.I
 // Read reads /proc/PID/name.
 func Read(pid int, name string) ([]byte, error) { return os.ReadFile(Path(pid, name)) }
 
+// TaskState is the state letter (R, S, D, Z, ...) of thread tid of process
+// pid, or 0 when it cannot be read.
+func TaskState(pid, tid int) byte {
+	b, err := Read(pid, fmt.Sprintf("task/%d/stat", tid))
+	if err != nil {
+		return 0
+	}
+	st, err := ParseStat(b)
+	if err != nil {
+		return 0
+	}
+	return st.State
+}
+
 // Tasks lists the thread ids of pid.
 func Tasks(pid int) ([]int, error) {
 	ents, err := os.ReadDir(Path(pid, "task"))

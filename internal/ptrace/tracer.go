@@ -1,16 +1,14 @@
 package ptrace
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/ckpt/ckpt/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -149,27 +147,17 @@ func Wait(tid int) (unix.WaitStatus, error) {
 // reapExitedThreads reaps the exited threads of tid's process other than
 // tid (only a killed process has any: a frozen thread does not exit).
 func reapExitedThreads(tid int) {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", tid))
+	tasks, err := procfs.Tasks(tid)
 	if err != nil {
 		return
 	}
-	for _, e := range tasks {
-		t, err := strconv.Atoi(e.Name())
-		if err != nil || t == tid {
-			continue
-		}
-		var ws unix.WaitStatus
+	for _, t := range tasks {
 		// Only a zombie is reaped; a live or stopped thread gives 0.
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", tid, t)); err == nil && threadZombie(b) {
+		if t != tid && procfs.TaskState(tid, t) == 'Z' {
+			var ws unix.WaitStatus
 			_, _ = unix.Wait4(t, &ws, unix.WALL|unix.WNOHANG, nil)
 		}
 	}
-}
-
-// threadZombie reports whether a /proc/…/stat line is that of a zombie.
-func threadZombie(stat []byte) bool {
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
 // ErrNoStop is returned by WaitLimit when the tracee reported nothing in
