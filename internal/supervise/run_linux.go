@@ -307,16 +307,14 @@ func (s *sup) collect(ctx context.Context, removed int) {
 	if removed == 0 && !s.gcPending {
 		return
 	}
-	gctx, cancel := context.WithTimeout(ctx, gcWait)
-	defer cancel()
-	_, err := s.r.GC(gctx)
-	s.gcPending = err != nil
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	_, busy, err := s.r.GCIfIdle(ctx, gcWait)
+	s.gcPending = busy || err != nil
+	if err != nil {
 		s.o.Logf("warning: collecting the chunks of removed checkpoints: %v", err)
 	}
 }
 
-// gcWait bounds how long retention's collection waits for the repository.
+// gcWait bounds how long retention's collection waits for other writers.
 const gcWait = 5 * time.Second
 
 // checkpointFailed reports a periodic checkpoint that failed; the program
