@@ -205,9 +205,11 @@ func (j *Job) collect(ctx context.Context, removed int) {
 	if removed == 0 && !j.gcPending {
 		return
 	}
-	_, busy, err := j.repo.GCIfIdle(ctx, time.Second)
-	j.gcPending = busy || err != nil
-	if err != nil {
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := j.repo.GC(gctx)
+	j.gcPending = err != nil
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		j.log.Warn("collecting the chunks of removed checkpoints", "err", err)
 	}
 }

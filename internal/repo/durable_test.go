@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/ckpt/ckpt/internal/backend"
 	"github.com/ckpt/ckpt/internal/vfs"
@@ -135,29 +134,4 @@ func writeOne(r *Repository, data []byte) (*Manifest, WriteStats, error) {
 	}
 	m, err := w.Commit(ctx)
 	return m, w.Stats(), err
-}
-
-// TestGCIfIdle: beside a writer holding the repository, GCIfIdle gives up
-// after its wait and says busy; once the writer is gone it collects.
-func TestGCIfIdle(t *testing.T) {
-	ctx := context.Background()
-	r := initLocalOn(t, vfs.NewCrashableMem(), "/r", 64<<10)
-	m, _, err := writeOne(r, randBytes(12, 64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Remove(ctx, m.ID()); err != nil {
-		t.Fatal(err)
-	}
-	unlock, err := r.be.Lock(ctx, repoLock, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, busy, err := r.GCIfIdle(ctx, 50*time.Millisecond); err != nil || !busy || st.Removed != 0 {
-		t.Fatalf("gc beside a writer: %+v busy %v %v; want busy and nothing removed", st, busy, err)
-	}
-	unlock.Unlock()
-	if st, busy, err := r.GCIfIdle(ctx, 50*time.Millisecond); err != nil || busy || st.Removed == 0 {
-		t.Fatalf("gc once the writer is gone: %+v busy %v %v; want the removed checkpoint's chunks collected", st, busy, err)
-	}
 }

@@ -325,35 +325,12 @@ type GCStats struct {
 // writer can start while it runs. It refuses to run while a manifest cannot
 // be read, since the chunks it references cannot be known.
 func (r *Repository) GC(ctx context.Context) (GCStats, error) {
+	var st GCStats
 	unlock, err := r.be.Lock(ctx, repoLock, true)
 	if err != nil {
-		return GCStats{}, fmt.Errorf("gc: waiting for checkpoints being written: %w", err)
+		return st, fmt.Errorf("gc: waiting for checkpoints being written: %w", err)
 	}
 	defer unlock.Unlock()
-	return r.gcLocked(ctx)
-}
-
-// GCIfIdle is GC for a writer that has just removed checkpoints: it waits
-// at most wait for the repository's other writers, and when they keep it
-// busy it does nothing and says so (busy), for a later call to retry.
-func (r *Repository) GCIfIdle(ctx context.Context, wait time.Duration) (st GCStats, busy bool, err error) {
-	lctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	unlock, err := r.be.Lock(lctx, repoLock, true)
-	if err != nil {
-		if ctx.Err() == nil && lctx.Err() != nil {
-			return st, true, nil
-		}
-		return st, false, fmt.Errorf("gc: waiting for checkpoints being written: %w", err)
-	}
-	defer unlock.Unlock()
-	st, err = r.gcLocked(ctx)
-	return st, false, err
-}
-
-// gcLocked is GC with the repository lock held exclusively.
-func (r *Repository) gcLocked(ctx context.Context) (GCStats, error) {
-	var st GCStats
 	r.mu.Lock()
 	r.manifests = map[string]*Manifest{} // re-read: another process may have removed some
 	r.mu.Unlock()

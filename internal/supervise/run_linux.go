@@ -307,14 +307,16 @@ func (s *sup) collect(ctx context.Context, removed int) {
 	if removed == 0 && !s.gcPending {
 		return
 	}
-	_, busy, err := s.r.GCIfIdle(ctx, gcWait)
-	s.gcPending = busy || err != nil
-	if err != nil {
+	gctx, cancel := context.WithTimeout(ctx, gcWait)
+	defer cancel()
+	_, err := s.r.GC(gctx)
+	s.gcPending = err != nil
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		s.o.Logf("warning: collecting the chunks of removed checkpoints: %v", err)
 	}
 }
 
-// gcWait bounds how long retention's collection waits for other writers.
+// gcWait bounds how long retention's collection waits for the repository.
 const gcWait = 5 * time.Second
 
 // checkpointFailed reports a periodic checkpoint that failed; the program
