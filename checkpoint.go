@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/ckpt/ckpt/internal/backend"
 	"github.com/ckpt/ckpt/internal/repo"
 )
 
@@ -143,7 +142,6 @@ func (j *Job) commit(ctx context.Context, snap []staged, start time.Time, blocke
 			j.log.Warn("removing old checkpoints", "err", err)
 		}
 		info.Removed = len(removed)
-		j.collect(ctx, len(removed))
 	}
 	j.log.Debug("checkpoint committed", "seq", info.Seq, "id", info.ID[:12], "bytes", info.Bytes,
 		"new_bytes", info.NewBytes, "stored_bytes", info.StoredBytes, "blocked", info.Blocked, "duration", info.Duration)
@@ -187,29 +185,4 @@ func (j *Job) write(ctx context.Context, snap []staged, parent *repo.Manifest, r
 	}
 	m, err := w.Commit(ctx)
 	return m, w.Stats(), err
-}
-
-// collect removes, after checkpoints were removed, the chunks only they
-// used, so that a job that runs for weeks does not fill its disk. Only a
-// repository of this process's own (a directory or memory) is collected
-// here: an agent collects its store itself, and listing a bucket at every
-// checkpoint costs too much ('ckpt gc' does it). The collection waits a
-// little for other writers; when they keep the repository busy, a later
-// checkpoint collects instead.
-func (j *Job) collect(ctx context.Context, removed int) {
-	switch j.repo.Backend().(type) {
-	case *backend.Local, *backend.Mem:
-	default:
-		return
-	}
-	if removed == 0 && !j.gcPending {
-		return
-	}
-	gctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	_, err := j.repo.GC(gctx)
-	j.gcPending = err != nil
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		j.log.Warn("collecting the chunks of removed checkpoints", "err", err)
-	}
 }

@@ -487,37 +487,6 @@ func TestAsyncErrorsAreReported(t *testing.T) {
 	}
 }
 
-// TestKeepCollects: WithKeep removes the older checkpoints and the chunks
-// only they used, so a long job does not fill its disk; a gc afterwards
-// finds nothing to remove.
-func TestKeepCollects(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "repo")
-	j := open(t, "keep", ckpt.WithDir(dir), ckpt.WithKeep(1), ckpt.WithAsync(false))
-	data := make([]byte, 1<<20)
-	protect(t, j, "data", data)
-	rng := rand.New(rand.NewPCG(2, 2))
-	for k := 0; k < 5; k++ {
-		for i := range data {
-			data[i] = byte(rng.Uint32())
-		}
-		if err := j.Checkpoint(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := j.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.OpenDir(ctx, dir, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	st, err := r.GC(ctx)
-	if err != nil || st.Checkpoints != 1 || st.Removed != 0 {
-		t.Fatalf("gc after five checkpoints kept at one: %+v %v; want one checkpoint and nothing to remove", st, err)
-	}
-}
-
 func TestSequenceRetentionAndIncremental(t *testing.T) {
 	be := backend.NewMem()
 	var commits []ckpt.CommitInfo
@@ -652,8 +621,7 @@ func TestRestoreFallsBackFromDamage(t *testing.T) {
 	damaged := files[0]
 	flipByte(t, damaged, 5000)
 
-	// Keeps every checkpoint: the damage below is done to all of them.
-	j := open(t, "sim", ckpt.WithDir(dir), ckpt.WithKeep(0))
+	j := open(t, "sim", ckpt.WithDir(dir))
 	got := make([]float64, len(data))
 	var gotStep int64
 	protect(t, j, "data", got)

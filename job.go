@@ -47,13 +47,12 @@ type Job struct {
 	// inflight is closed when the background commit ends; nil when none
 	// runs. The fields below it are written by that commit and read by the
 	// API only after waiting for it.
-	inflight  chan struct{}
-	bgErr     error          // the last background commit's error, not yet returned
-	parent    *repo.Manifest // the last checkpoint committed or restored
-	rewrite   bool           // damage was seen: the next commit stores every chunk again
-	gcPending bool           // removed checkpoints' chunks are not collected yet
-	bg        context.Context
-	cancel    context.CancelFunc
+	inflight chan struct{}
+	bgErr    error          // the last background commit's error, not yet returned
+	parent   *repo.Manifest // the last checkpoint committed or restored
+	rewrite  bool           // damage was seen: the next commit stores every chunk again
+	bg       context.Context
+	cancel   context.CancelFunc
 
 	lastMu sync.Mutex
 	last   CommitInfo
