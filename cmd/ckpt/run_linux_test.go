@@ -247,32 +247,6 @@ kill $!
 	}
 }
 
-// TestRunKeepCollects: with --keep, ckpt run removes the older checkpoints
-// and the chunks only they used, so a long job does not fill the disk; a
-// manual gc afterwards finds nothing left to remove.
-func TestRunKeepCollects(t *testing.T) {
-	requireRoot(t)
-	requireTool(t, "/usr/bin/python3")
-	repoDir := filepath.Join(t.TempDir(), "repo")
-	// 4 MiB of new random bytes every 50 ms: each checkpoint stores new chunks.
-	sup, logs := startJob(t, repoDir, nil, "--name", "keep", "--keep", "1", "--every", "100ms", "--",
-		"/usr/bin/python3", "-c", `import os, time
-while True:
-    b = os.urandom(4 << 20)
-    time.sleep(0.05)
-`)
-	waitFor(t, "six checkpoints", func() bool { return psJobs(t, repoDir)["keep"].Checkpoints >= 6 })
-	stopRun(t, sup, "ckpt run --keep 1")
-	if r := runCkpt(t, repoDir, "ls"); strings.Count(r.stdout, "keep@") != 1 {
-		t.Errorf("ls after --keep 1:\n%s", r.stdout)
-	}
-	r := runCkpt(t, repoDir, "gc")
-	wantCode(t, r, exitOK, "gc")
-	if !strings.Contains(r.stderr, "removed 0 chunks") {
-		t.Errorf("gc after ckpt run --keep 1 still found chunks to remove: %s; ckpt run said:\n%s", r.stderr, logs.String())
-	}
-}
-
 // TestRunInheritedFD: a descriptor the launcher handed to ckpt run (here a
 // status pipe on fd 3) reaches the program, and after a crash the restored
 // program has it again, not /dev/null: its lines after the restore reach

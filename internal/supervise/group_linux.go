@@ -311,17 +311,13 @@ func (s *sup) retainGroup(ctx context.Context, keepID string) {
 	if err != nil {
 		return
 	}
-	removed := 0
 	for _, m := range ms {
 		if m.Name == keep.Name && m.Kind == repo.KindProcess && m.Seq < keep.Seq {
 			if err := s.r.Remove(ctx, m.ID()); err != nil {
 				s.o.Logf("warning: removing %s: %v", m.Ref(), err)
-				continue
 			}
-			removed++
 		}
 	}
-	s.collect(ctx, removed)
 }
 
 func short(id string) string { return id[:min(12, len(id))] }

@@ -172,7 +172,6 @@ type sup struct {
 	cg          *container.Cgroup // the container's group (Options.Isolate)
 	veth        *image.NetIf      // its veth pair (Options.Veth)
 	diskFull    bool              // the last periodic checkpoint failed for want of space
-	gcPending   bool              // removed checkpoints' chunks are not collected yet
 }
 
 func (s *sup) save() {
@@ -282,42 +281,12 @@ func (s *sup) checkpoint(ctx context.Context, pid int, stop bool) error {
 	}
 	s.o.Logf("checkpoint %s (%s) in %v: %s new, %s", res.Manifest.Ref(), res.Manifest.ID()[:12], time.Since(t0).Round(time.Millisecond), progress.Bytes(res.Stats.NewBytes), frozen)
 	if s.o.Keep > 0 {
-		s.retain(ctx)
+		if _, rerr := s.r.Retain(ctx, s.o.Name, s.o.Keep); rerr != nil {
+			s.o.Logf("warning: retention: %v", rerr)
+		}
 	}
 	return err
 }
-
-// retain removes the job's checkpoints beyond Options.Keep and then the
-// chunks only they used: a job that runs for weeks must not fill the disk
-// with chunks no checkpoint needs. The collection waits a little for other
-// writers of the repository; when they keep it busy, a later checkpoint
-// collects instead.
-func (s *sup) retain(ctx context.Context) {
-	removed, err := s.r.Retain(ctx, s.o.Name, s.o.Keep)
-	if err != nil {
-		s.o.Logf("warning: retention: %v", err)
-		return
-	}
-	s.collect(ctx, len(removed))
-}
-
-// collect removes the chunks no checkpoint uses any more, after removed
-// checkpoints (or when an earlier collection did not run).
-func (s *sup) collect(ctx context.Context, removed int) {
-	if removed == 0 && !s.gcPending {
-		return
-	}
-	gctx, cancel := context.WithTimeout(ctx, gcWait)
-	defer cancel()
-	_, err := s.r.GC(gctx)
-	s.gcPending = err != nil
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		s.o.Logf("warning: collecting the chunks of removed checkpoints: %v", err)
-	}
-}
-
-// gcWait bounds how long retention's collection waits for the repository.
-const gcWait = 5 * time.Second
 
 // checkpointFailed reports a periodic checkpoint that failed; the program
 // runs on. A full disk is said plainly, in full the first time only: it
